@@ -1,0 +1,5 @@
+"""LightningDataModules: each domain's pretraining data (and conditions for fine-tuning)."""
+
+from seiko.datamodules.sequences import ALPHABETS, SequenceDataModule, read_sequences
+
+__all__ = ["ALPHABETS", "SequenceDataModule", "read_sequences"]

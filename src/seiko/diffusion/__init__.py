@@ -1,0 +1,25 @@
+"""The diffusion maths, free of Lightning: schedules, one sampler step, the chain, the KL."""
+
+from seiko.diffusion.chain import ChainOutput, Denoiser, GaussianSampler
+from seiko.diffusion.initial import InitialNoise
+from seiko.diffusion.schedule import NoiseSchedule
+from seiko.diffusion.step import (
+    StepOutput,
+    gaussian_kl,
+    gaussian_log_prob,
+    posterior_step,
+    step_coefficients,
+)
+
+__all__ = [
+    "ChainOutput",
+    "Denoiser",
+    "GaussianSampler",
+    "InitialNoise",
+    "NoiseSchedule",
+    "StepOutput",
+    "gaussian_kl",
+    "gaussian_log_prob",
+    "posterior_step",
+    "step_coefficients",
+]

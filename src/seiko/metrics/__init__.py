@@ -1,0 +1,1 @@
+"""torchmetrics Metrics: oracle-budget AUC, diversity, novelty, validity."""

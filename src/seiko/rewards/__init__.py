@@ -1,0 +1,1 @@
+"""Learned, differentiable reward models with uncertainty (ensembles, features, fitting)."""
