@@ -113,6 +113,9 @@ class DiffusionModule(L.LightningModule):
             raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
         if not 0.0 <= cond_dropout < 1.0:
             raise ValueError(f"cond_dropout must be in [0, 1), got {cond_dropout}")
+        # checkpoints store the two configs as dicts (see below): accept those when reloading
+        schedule = ScheduleConfig(**schedule) if isinstance(schedule, dict) else schedule
+        sampler = SamplerConfig(**sampler) if isinstance(sampler, dict) else sampler
         self.save_hyperparameters(ignore=["denoiser", "optimizer"])
         # dataclasses are stored as plain dicts so checkpoints load with weights_only=True
         self.hparams["schedule"], self.hparams["sampler"] = asdict(schedule), asdict(sampler)
@@ -128,26 +131,35 @@ class DiffusionModule(L.LightningModule):
         # Not registered as submodules: the reward is a plain callable owned by whoever set it, and
         # the reference is frozen (it travels in the checkpoint through on_save_checkpoint).
         self.reward: Reward | None = None
-        self._reference: nn.Module | None = None
+        self.set_reference(None)
         if pretrained_checkpoint is not None:
             self.load_denoiser(pretrained_checkpoint)
 
     # ------------------------------------------------------------------ parts
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "reward":
+            # A reward may be an nn.Module (a learned ensemble): keep it out of the module tree so
+            # its weights are neither trained by our optimizer nor saved in our state_dict.
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     @property
     def reference(self) -> nn.Module | None:
         """The frozen denoiser of the KL term (None: no KL)."""
         return self._reference
 
-    @reference.setter
-    def reference(self, module: nn.Module | None) -> None:
+    def set_reference(self, module: nn.Module | None) -> None:
+        """Make ``module`` (frozen here) the KL reference; None removes the KL term."""
         if module is not None:
             module.requires_grad_(False).eval()
-        self._reference = module
+        # object.__setattr__: nn.Module would otherwise register it as a trainable submodule
+        object.__setattr__(self, "_reference", module)
 
     def snapshot_reference(self) -> nn.Module:
         """Freeze a copy of the current denoiser and make it the KL reference."""
-        self.reference = copy.deepcopy(self.denoiser)
-        return self.reference
+        self.set_reference(copy.deepcopy(self.denoiser))
+        return self._reference
 
     def load_denoiser(self, path: str) -> None:
         """Load ``denoiser.*`` weights from a Lightning checkpoint (or a plain state dict) file."""

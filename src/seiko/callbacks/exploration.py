@@ -1,0 +1,363 @@
+"""The SEIKO online loop as a Lightning callback: one round per training epoch.
+
+At the start of every epoch (round r) the callback
+
+1. samples the round's queries from the current model (each DDP rank its share, gathered),
+2. measures them on rank 0 alone through an ``OracleLedger`` (new designs only, within the global
+   budget; every answer committed to the SQLite ``FeedbackStore`` before it is used) and
+   broadcasts the values,
+3. logs how the current reward model ranked these fresh designs (before refitting),
+4. refits the reward ensemble on everything measured so far (warm-started; rank 0 fits and
+   broadcasts the weights, so every rank holds the same reward model),
+5. sets the module's optimistic ``reward`` (the bonus decides how) and its KL ``reference``
+   (a frozen copy of the current denoiser: the previous round's model; or, with
+   ``reference="pretrained"``, the model fine-tuning started from),
+
+and the epoch's training steps then fine-tune against that reward.
+
+Resuming is exact: the store is the source of truth for what was paid. A round interrupted after
+the oracle answered but before the next checkpoint is re-entered on resume and pays only for the
+part of its quota that the store does not already hold.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+
+from seiko.callbacks.bonuses import Bonus, UCBBonus
+from seiko.oracles.base import Oracle
+from seiko.oracles.ledger import OracleLedger
+from seiko.oracles.store import FeedbackStore
+from seiko.oracles.wrappers import load_oracle
+from seiko.rewards.ensemble import Architecture, RewardEnsemble
+from seiko.rewards.fit import InfeasibleRule, fit_ensemble
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RewardModelConfig:
+    """The reward ensemble's architecture and fitting (see ``seiko.rewards``).
+
+    The number of members comes from the bonus (UCB: 1, bootstrap/Thompson: M).
+    """
+
+    architecture: Architecture = "cnn"
+    hidden: int = 64
+    channels: int = 32
+    num_layers: int = 2
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.1
+    patience: int = 10
+    bootstrap: bool = True
+    infeasible: InfeasibleRule = "floor"
+    margin: float = 1.0
+
+
+def _gather(trainer: L.Trainer, items: list[Any]) -> list[Any]:
+    """Concatenate a python list across ranks (in rank order)."""
+    if trainer.world_size == 1 or not dist.is_available() or not dist.is_initialized():
+        return items
+    gathered: list[list[Any]] = [[] for _ in range(trainer.world_size)]
+    dist.all_gather_object(gathered, items)
+    return [item for part in gathered for item in part]
+
+
+class OnlineExploration(Callback):
+    """Runs SEIKO's rounds: sample, query the oracle, fit the reward with a bonus, fine-tune.
+
+    Use with a ``DiffusionModule`` in ``mode="finetune"``; one training epoch is one round, so
+    ``Trainer(max_epochs=R, limit_train_batches=steps_per_round)`` sets the schedule.
+
+    Args:
+        oracle: the ground truth (any ``Oracle``; in YAML a ``class_path`` or, through
+            ``seiko.oracles.FunctionOracle``, a plain function's import path).
+        budget: the most oracle queries over the whole run (global across ranks and restarts).
+        queries_per_round: designs sampled and measured in round r = queries_per_round[r]
+            (0 after the list ends), e.g. [1024, 2048, 4096, 8192] as in the paper, or [budget]
+            for the non-adaptive baseline.
+        bonus: the exploration bonus (``UCBBonus``, ``BootstrapBonus``, ``ThompsonBonus``,
+            ``Greedy``).
+        reward_model: the reward ensemble's architecture and fitting.
+        reference: "previous" (the KL is to the previous round's model, the paper's choice) or
+            "pretrained" (to the model fine-tuning started from).
+        store_path: the FeedbackStore's SQLite file; default ``<default_root_dir>/feedback.sqlite``.
+        warm_start: another store (.sqlite) or a CSV (design,value) whose rows count as already
+            measured (offline data: not charged to the budget).
+        sample_batch_size: chains sampled at once when drawing the round's queries.
+        seed: seeds the sampling of queries and the reward fits (per round, per rank).
+        fit_progress: show a progress bar while fitting the reward model.
+    """
+
+    def __init__(
+        self,
+        oracle: Oracle,
+        budget: int,
+        queries_per_round: list[int],
+        bonus: Bonus = UCBBonus(),
+        reward_model: RewardModelConfig = RewardModelConfig(),
+        reference: Literal["previous", "pretrained"] = "previous",
+        store_path: str | None = None,
+        warm_start: str | None = None,
+        sample_batch_size: int = 256,
+        seed: int = 0,
+        fit_progress: bool = False,
+    ) -> None:
+        if budget < 1:
+            raise ValueError(f"budget must be >= 1, got {budget}")
+        if not queries_per_round or min(queries_per_round) < 0:
+            raise ValueError(f"queries_per_round must be non-empty and >= 0, got {queries_per_round}")
+        if reference not in ("previous", "pretrained"):
+            raise ValueError(f"reference={reference!r} is not one of ('previous', 'pretrained')")
+        self.oracle = load_oracle(oracle)
+        self.budget = budget
+        self.queries_per_round = list(queries_per_round)
+        self.bonus = bonus
+        self.reward_model = (
+            RewardModelConfig(**reward_model) if isinstance(reward_model, dict) else reward_model
+        )
+        self.reference = reference
+        self.store_path = store_path
+        self.warm_start = warm_start
+        self.sample_batch_size = sample_batch_size
+        self.seed = seed
+        self.fit_progress = fit_progress
+        self.ledger: OracleLedger | None = None
+        self.ensemble: RewardEnsemble | None = None
+        self.history: list[dict[str, float]] = []
+        self._pending_ensemble: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def store(self) -> FeedbackStore | None:
+        """The FeedbackStore (rank 0 only; None elsewhere and before ``setup``)."""
+        return None if self.ledger is None else self.ledger.store
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        if getattr(pl_module, "mode", "finetune") != "finetune":
+            raise ValueError("OnlineExploration fine-tunes: set the module's mode='finetune'")
+        if self.store_path is None:
+            self.store_path = str(Path(trainer.default_root_dir) / "feedback.sqlite")
+        if trainer.is_global_zero and self.ledger is None:
+            Path(self.store_path).parent.mkdir(parents=True, exist_ok=True)
+            store = FeedbackStore(self.store_path)
+            if self.warm_start is not None and store.spent() == 0 and len(store) == 0:
+                imported = store.import_rows(self.warm_start, oracle=self.oracle.name)
+                rank_zero_info(f"warm start: {imported} offline rows from {self.warm_start}")
+            self.ledger = OracleLedger(self.oracle, store, self.budget)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.ledger is not None and stage == "fit":
+            rank_zero_info(
+                f"feedback: {self.ledger.spent}/{self.budget} oracle queries spent; "
+                f"store at {self.store_path}"
+            )
+
+    # ------------------------------------------------------------------ one round
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        round_ = trainer.current_epoch
+        if round_ == 0 or self.reference == "previous" or pl_module.reference is None:
+            pl_module.snapshot_reference()
+        quota = self._broadcast(trainer, self._quota(round_) if trainer.is_global_zero else None)
+        stats: dict[str, float] = {"round": float(round_)}
+        if quota > 0:
+            stats.update(self._query(trainer, pl_module, round_, quota))
+        if quota > 0 or self.ensemble is None:
+            stats.update(self._refit(trainer, pl_module, round_))
+        pl_module.reward = self._build_reward(trainer, pl_module, round_)
+        if trainer.is_global_zero:
+            stats.update(self._store_stats())
+        stats = self._broadcast(trainer, stats)
+        self.history.append(stats)
+        for key, value in stats.items():
+            if key != "round" and math.isfinite(value):
+                pl_module.log(key, value, on_step=False, on_epoch=True, rank_zero_only=True)
+
+    def _quota(self, round_: int) -> int:
+        """This round's remaining quota: its schedule minus what the store shows it already paid."""
+        assert self.ledger is not None
+        wanted = self.queries_per_round[round_] if round_ < len(self.queries_per_round) else 0
+        paid = len(self.ledger.store.rows(round=round_, oracle=self.oracle.name))
+        return max(0, min(wanted - paid, self.ledger.remaining))
+
+    def _query(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, round_: int, quota: int
+    ) -> dict[str, float]:
+        rank, world = trainer.global_rank, trainer.world_size
+        share = quota // world + (1 if rank < quota % world else 0)
+        generator = torch.Generator(device=pl_module.device)
+        generator.manual_seed((self.seed * 1_000_003 + round_) * 1_009 + rank)
+        designs: list[Any] = []
+        if share > 0:
+            x = pl_module.sample(share, batch_size=self.sample_batch_size, generator=generator)
+            designs = pl_module.decode(x)
+        designs = _gather(trainer, designs)
+        values = None
+        if trainer.is_global_zero:
+            assert self.ledger is not None
+            keys = [str(d) for d in designs]
+            values = self.ledger.measure(designs, round=round_, keys=keys)
+            report = self.ledger.last_report
+            rank_zero_info(
+                f"round {round_}: {report.queried} queried, {report.reused} reused, "
+                f"{report.infeasible} infeasible, {self.ledger.spent}/{self.budget} spent"
+            )
+        values = self._broadcast(trainer, values)
+        stats = {"feedback/round_mean": _nanmean(values)}
+        if self.ensemble is not None:
+            stats["reward_model/spearman"] = self._spearman(pl_module, designs, values)
+        return stats
+
+    def _spearman(self, pl_module: L.LightningModule, designs: list[Any], values: Tensor) -> float:
+        """Rank correlation of the current reward model with the oracle on fresh designs."""
+        from torchmetrics.functional import spearman_corrcoef
+
+        x, keep = self._encode(pl_module, [str(d) for d in designs])
+        y = values[keep]
+        finite = torch.isfinite(y)
+        if int(finite.sum()) < 3:
+            return math.nan
+        with torch.no_grad():
+            pred = self.ensemble.mean(x.to(pl_module.device)).double().cpu()
+        return float(spearman_corrcoef(pred[finite], y[finite]))
+
+    def _encode(self, pl_module: L.LightningModule, designs: list[str]) -> tuple[Tensor, Tensor]:
+        """Reward-space inputs of the designs the module can encode, and which ones those are."""
+        try:
+            x = pl_module.encode(designs)
+            keep = torch.ones(len(designs), dtype=torch.bool)
+        except ValueError:  # e.g. an invalid molecule: fit on the ones that encode
+            rows, mask = [], []
+            for design in designs:
+                try:
+                    rows.append(pl_module.encode([design]))
+                    mask.append(True)
+                except ValueError:
+                    mask.append(False)
+            keep = torch.tensor(mask, dtype=torch.bool)
+            x = torch.cat(rows) if rows else torch.empty(0, *pl_module.data_shape)
+        with torch.no_grad():
+            return pl_module.reward_input(x.to(pl_module.device)).cpu(), keep
+
+    def _refit(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, round_: int
+    ) -> dict[str, float]:
+        payload = None
+        stats: dict[str, float] = {}
+        if trainer.is_global_zero:
+            designs, values = self.store.designs_and_values(oracle=self.oracle.name)
+            x, keep = self._encode(pl_module, designs)
+            y = values[keep]
+            if x.shape[0] < 2 or not bool(torch.isfinite(y).any()):
+                raise RuntimeError(
+                    f"round {round_}: {x.shape[0]} encodable measured designs, "
+                    f"{int(torch.isfinite(y).sum())} feasible; the reward model needs at least 2 "
+                    "and one feasible (raise queries_per_round[0] or check the oracle)"
+                )
+            ensemble = self._ensemble(x.shape[1:])
+            cfg = self.reward_model
+            report = fit_ensemble(
+                ensemble, x, y, bootstrap=cfg.bootstrap and self.bonus.members > 1,
+                epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                weight_decay=cfg.weight_decay, val_fraction=cfg.val_fraction,
+                patience=cfg.patience, infeasible=cfg.infeasible, margin=cfg.margin,
+                seed=self.seed * 1_000_003 + round_, progress=self.fit_progress,
+            )
+            stats = {
+                "reward_model/val_spearman": report.spearman,
+                "reward_model/fit_seconds": report.seconds,
+                "reward_model/n_train": float(report.n_train),
+            }
+            payload = (tuple(x.shape[1:]), ensemble.state_dict())
+        shape, state = self._broadcast(trainer, payload)
+        if not trainer.is_global_zero:
+            self._ensemble(shape).load_state_dict(state)
+        return stats
+
+    def _ensemble(self, input_shape: tuple[int, ...]) -> RewardEnsemble:
+        if self.ensemble is None:
+            cfg = self.reward_model
+            self.ensemble = RewardEnsemble(
+                input_shape, num_members=self.bonus.members, architecture=cfg.architecture,
+                hidden=cfg.hidden, channels=cfg.channels, num_layers=cfg.num_layers, seed=self.seed,
+            )
+            if self._pending_ensemble is not None:
+                self.ensemble.load_state_dict(self._pending_ensemble)
+                self._pending_ensemble = None
+        return self.ensemble
+
+    def _build_reward(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, round_: int
+    ) -> nn.Module:
+        assert self.ensemble is not None
+        measured = None
+        if isinstance(self.bonus, UCBBonus):  # the bonus needs every measured design's features
+            payload = None
+            if trainer.is_global_zero:
+                designs, _ = self.store.designs_and_values(oracle=self.oracle.name)
+                payload = self._encode(pl_module, designs)[0]
+            measured = self._broadcast(trainer, payload)
+        self.ensemble.requires_grad_(False).eval()
+        device = pl_module.device
+        reward = self.bonus.build(self.ensemble.to(device), _to(measured, device), round_)
+        return reward.to(device).requires_grad_(False).eval()
+
+    def _store_stats(self) -> dict[str, float]:
+        _, values = self.store.designs_and_values(oracle=self.oracle.name)
+        feasible = values[torch.isfinite(values)]
+        top = feasible.sort(descending=True).values
+        return {
+            "feedback/queries": float(self.ledger.spent),
+            "feedback/best": float(top[0]) if top.numel() else math.nan,
+            "feedback/top10": float(top[:10].mean()) if top.numel() else math.nan,
+            "feedback/feasible_fraction": float(feasible.numel() / max(values.numel(), 1)),
+        }
+
+    @staticmethod
+    def _broadcast(trainer: L.Trainer, obj: Any) -> Any:
+        return obj if trainer.world_size == 1 else trainer.strategy.broadcast(obj, src=0)
+
+    # ------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "store_path": self.store_path,
+            "history": self.history,
+            "ensemble": None if self.ensemble is None else self.ensemble.state_dict(),
+            "reward_model": asdict(self.reward_model),
+            "budget": self.budget,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.store_path is None:
+            self.store_path = state_dict["store_path"]  # the resumed run keeps its paid queries
+        self.history = list(state_dict["history"])
+        if state_dict["ensemble"] is not None:
+            if self.ensemble is not None:
+                self.ensemble.load_state_dict(state_dict["ensemble"])
+            else:
+                self._pending_ensemble = state_dict["ensemble"]
+
+
+def _nanmean(values: Tensor) -> float:
+    finite = values[torch.isfinite(values)]
+    return float(finite.mean()) if finite.numel() else math.nan
+
+
+def _to(x: Tensor | None, device: torch.device) -> Tensor | None:
+    return None if x is None else x.to(device)
