@@ -1,5 +1,26 @@
 """Callbacks: the online loop's acquisition and exploration bonuses, precision, writers."""
 
+from seiko.callbacks.bonuses import (
+    Bonus,
+    BootstrapBonus,
+    EnsembleReward,
+    Greedy,
+    ThompsonBonus,
+    UCBBonus,
+    UCBReward,
+)
+from seiko.callbacks.exploration import OnlineExploration, RewardModelConfig
 from seiko.callbacks.writers import DesignWriter
 
-__all__ = ["DesignWriter"]
+__all__ = [
+    "Bonus",
+    "BootstrapBonus",
+    "DesignWriter",
+    "EnsembleReward",
+    "Greedy",
+    "OnlineExploration",
+    "RewardModelConfig",
+    "ThompsonBonus",
+    "UCBBonus",
+    "UCBReward",
+]

@@ -18,7 +18,7 @@ Each bonus says how many ensemble members it needs and builds, once per round, a
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -26,15 +26,19 @@ from torch import Tensor, nn
 from seiko.rewards.ensemble import RewardEnsemble
 
 
-class Bonus(Protocol):
-    """What the exploration callback needs of a bonus."""
+class Bonus:
+    """What the exploration callback needs of a bonus: an ensemble size and ``build``.
 
-    members: int
+    Attributes:
+        members: how many reward networks to fit.
+    """
 
-    def build(self, ensemble: RewardEnsemble, measured: Tensor, round: int) -> nn.Module:
-        """The round's optimistic reward from the fitted ensemble and the measured designs
-        (N, *input) in reward space."""
-        ...
+    members: int = 1
+
+    def build(self, ensemble: RewardEnsemble, measured: Tensor | None, round: int) -> nn.Module:
+        """The round's optimistic reward (B, *input) -> (B,) from the fitted ensemble and, for
+        bonuses that need them, the measured designs (N, *input) in reward space."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement build()")
 
 
 def _batched(fn, x: Tensor, batch_size: int = 1024) -> Tensor:
@@ -65,7 +69,7 @@ class UCBReward(nn.Module):
         return self.member(x) + self.bonus(x)
 
 
-class UCBBonus:
+class UCBBonus(Bonus):
     """Upper confidence bound on the reward network's learned features.
 
     Args:
@@ -128,7 +132,7 @@ class EnsembleReward(nn.Module):
         return values.mean(0) + self.beta * spread
 
 
-class BootstrapBonus:
+class BootstrapBonus(Bonus):
     """Optimism from a bootstrap ensemble.
 
     Args:
@@ -153,7 +157,7 @@ class BootstrapBonus:
         return EnsembleReward(ensemble, self.aggregate, self.beta)
 
 
-class ThompsonBonus:
+class ThompsonBonus(Bonus):
     """Thompson sampling: one bootstrap member, drawn at random each round, is the reward.
 
     Args:
@@ -173,7 +177,7 @@ class ThompsonBonus:
         return ensemble.member(self.last_member)
 
 
-class Greedy:
+class Greedy(Bonus):
     """No bonus: the ensemble mean (the baseline). ``members=1`` fits a single network."""
 
     def __init__(self, members: int = 1) -> None:
