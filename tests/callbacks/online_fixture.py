@@ -89,7 +89,11 @@ def write_fixture(root: Path, *, budget: int, queries: list[int], epochs: int, s
     config = root / "config.yaml"
     config.write_text(
         CONFIG.format(
-            data=data, epochs=epochs, steps=steps, root=root / "run", budget=budget,
+            data=data,
+            epochs=epochs,
+            steps=steps,
+            root=root / "run",
+            budget=budget,
             queries=queries,
         )
     )

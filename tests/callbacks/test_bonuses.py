@@ -17,8 +17,9 @@ def test_ucb_sigma_and_bonus_equal_the_closed_form_on_a_hand_made_phi():
     expected = torch.tensor([[2.5, 1.0], [1.0, 5.5]], dtype=torch.float64)
     torch.testing.assert_close(bonus.sigma(phi), expected)
     normalized = UCBBonus(ridge=0.5, covariance="normalized").sigma(phi)
-    torch.testing.assert_close(normalized, torch.tensor([[2 / 3 + 0.5, 1 / 3], [1 / 3, 5 / 3 + 0.5]],
-                                                        dtype=torch.float64))
+    torch.testing.assert_close(
+        normalized, torch.tensor([[2 / 3 + 0.5, 1 / 3], [1 / 3, 5 / 3 + 0.5]], dtype=torch.float64)
+    )
     # the reward module's bonus is beta * sqrt(phi^T Σ^-1 phi) for the member's features
     ensemble = RewardEnsemble((6,), num_members=1, architecture="mlp", hidden=2, num_layers=1)
     x = torch.randn(5, 6)

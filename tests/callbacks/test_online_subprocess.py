@@ -42,8 +42,11 @@ def test_sigkill_after_the_oracle_answered_loses_nothing_and_resume_finishes(tmp
     store = tmp_path / "run" / "feedback.sqlite"
     env = _env(tmp_path)
     process = subprocess.Popen(
-        [*SEIKO, "fit", "--config", str(config)], cwd=tmp_path, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [*SEIKO, "fit", "--config", str(config)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.time() + 300
     try:
@@ -69,7 +72,11 @@ def test_sigkill_after_the_oracle_answered_loses_nothing_and_resume_finishes(tmp
 
     resumed = subprocess.run(
         [*SEIKO, "fit", "--config", str(config), "--ckpt_path", "last"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     rows = _store_rows(store)
@@ -87,9 +94,21 @@ def test_ddp_two_cpu_ranks_share_one_budget_and_one_reward_model(tmp_path):
     budget, queries = 24, [10, 10, 10]
     config = write_fixture(tmp_path, budget=budget, queries=queries, epochs=3, steps=2)
     result = subprocess.run(
-        [*SEIKO, "fit", "--config", str(config), "--trainer.strategy", "ddp",
-         "--trainer.devices", "2"],
-        cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=600,
+        [
+            *SEIKO,
+            "fit",
+            "--config",
+            str(config),
+            "--trainer.strategy",
+            "ddp",
+            "--trainer.devices",
+            "2",
+        ],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = _store_rows(tmp_path / "run" / "feedback.sqlite")
@@ -98,8 +117,7 @@ def test_ddp_two_cpu_ranks_share_one_budget_and_one_reward_model(tmp_path):
     oracle_calls = (tmp_path / "oracle.log").read_text().split()
     assert len(oracle_calls) == budget  # rank 0 alone queried, the budget is global
     weights = [
-        torch.load(tmp_path / "run" / f"reward_rank{rank}.pt", weights_only=True)
-        for rank in (0, 1)
+        torch.load(tmp_path / "run" / f"reward_rank{rank}.pt", weights_only=True) for rank in (0, 1)
     ]
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:

@@ -51,8 +51,11 @@ def count_reward(x: torch.Tensor) -> torch.Tensor:
 
 def trainer(**kwargs) -> L.Trainer:
     defaults = dict(
-        accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     defaults.update(kwargs)
     return L.Trainer(**defaults)
@@ -96,9 +99,7 @@ def test_finetune_with_known_reward_raises_it_and_keeps_a_frozen_reference():
     assert all(not p.requires_grad for p in module.reference.parameters())
     ref_params = dict(module.reference.named_parameters())
     # the reference stayed at the starting weights while the denoiser moved
-    moved = [
-        not torch.equal(p, ref_params[name]) for name, p in module.denoiser.named_parameters()
-    ]
+    moved = [not torch.equal(p, ref_params[name]) for name, p in module.denoiser.named_parameters()]
     assert any(moved)
     assert end > start + 0.5, (start, end)
 
@@ -143,7 +144,9 @@ def test_checkpoint_round_trip_keeps_reference_and_hparams(tmp_path):
     t.save_checkpoint(path)
     denoiser = SequenceDenoiser(len(VOCAB), L_SEQ, d_model=16, n_layers=1, n_heads=2)
     restored = SequenceDiffusion.load_from_checkpoint(path, denoiser=denoiser)
-    assert restored.vocabulary == VOCAB and restored.seq_len == L_SEQ and restored.mode == "finetune"
+    assert (
+        restored.vocabulary == VOCAB and restored.seq_len == L_SEQ and restored.mode == "finetune"
+    )
     assert restored.sampler.num_steps == 4
     for name, p in module.reference.state_dict().items():
         torch.testing.assert_close(restored.reference.state_dict()[name], p)

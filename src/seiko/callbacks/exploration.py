@@ -120,7 +120,9 @@ class OnlineExploration(Callback):
         if budget < 1:
             raise ValueError(f"budget must be >= 1, got {budget}")
         if not queries_per_round or min(queries_per_round) < 0:
-            raise ValueError(f"queries_per_round must be non-empty and >= 0, got {queries_per_round}")
+            raise ValueError(
+                f"queries_per_round must be non-empty and >= 0, got {queries_per_round}"
+            )
         if reference not in ("previous", "pretrained"):
             raise ValueError(f"reference={reference!r} is not one of ('previous', 'pretrained')")
         self.oracle = load_oracle(oracle)
@@ -273,11 +275,20 @@ class OnlineExploration(Callback):
             ensemble = self._ensemble(x.shape[1:])
             cfg = self.reward_model
             report = fit_ensemble(
-                ensemble, x, y, bootstrap=cfg.bootstrap and self.bonus.members > 1,
-                epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                weight_decay=cfg.weight_decay, val_fraction=cfg.val_fraction,
-                patience=cfg.patience, infeasible=cfg.infeasible, margin=cfg.margin,
-                seed=self.seed * 1_000_003 + round_, progress=self.fit_progress,
+                ensemble,
+                x,
+                y,
+                bootstrap=cfg.bootstrap and self.bonus.members > 1,
+                epochs=cfg.epochs,
+                batch_size=cfg.batch_size,
+                lr=cfg.lr,
+                weight_decay=cfg.weight_decay,
+                val_fraction=cfg.val_fraction,
+                patience=cfg.patience,
+                infeasible=cfg.infeasible,
+                margin=cfg.margin,
+                seed=self.seed * 1_000_003 + round_,
+                progress=self.fit_progress,
             )
             stats = {
                 "reward_model/val_spearman": report.spearman,
@@ -294,8 +305,13 @@ class OnlineExploration(Callback):
         if self.ensemble is None:
             cfg = self.reward_model
             self.ensemble = RewardEnsemble(
-                input_shape, num_members=self.bonus.members, architecture=cfg.architecture,
-                hidden=cfg.hidden, channels=cfg.channels, num_layers=cfg.num_layers, seed=self.seed,
+                input_shape,
+                num_members=self.bonus.members,
+                architecture=cfg.architecture,
+                hidden=cfg.hidden,
+                channels=cfg.channels,
+                num_layers=cfg.num_layers,
+                seed=self.seed,
             )
             if self._pending_ensemble is not None:
                 self.ensemble.load_state_dict(self._pending_ensemble)

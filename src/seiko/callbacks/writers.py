@@ -27,7 +27,11 @@ class DesignWriter(BasePredictionWriter):
     ) -> None:
         root = Path(self.dirpath or trainer.log_dir or trainer.default_root_dir)
         root.mkdir(parents=True, exist_ok=True)
-        name = self.filename if trainer.world_size == 1 else f"rank{trainer.global_rank}_{self.filename}"
+        name = (
+            self.filename
+            if trainer.world_size == 1
+            else f"rank{trainer.global_rank}_{self.filename}"
+        )
         self.path = root / name
         designs = [d for batch in predictions for d in batch]
         with open(self.path, "w", encoding="utf-8") as handle:

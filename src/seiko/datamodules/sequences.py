@@ -63,7 +63,9 @@ def read_sequences(
                 yield record.id, n, str(record.seq), None
         elif fmt in ("csv", "tsv"):
             reader = csv.DictReader(handle, delimiter="\t" if fmt == "tsv" else ",")
-            missing = [c for c in (column, label_column) if c and c not in (reader.fieldnames or [])]
+            missing = [
+                c for c in (column, label_column) if c and c not in (reader.fieldnames or [])
+            ]
             if missing:
                 raise ValueError(f"{path}: no column {missing} (columns: {reader.fieldnames})")
             for n, row in enumerate(reader, start=2):
@@ -86,7 +88,7 @@ class SequenceDataModule(L.LightningDataModule):
     Args:
         path: FASTA, text, CSV or TSV file (``.gz`` ok).
         alphabet: "dna", "rna", "protein", or the letters themselves (e.g. "ACGT").
-        seq_len: L; shorter sequences are padded (needs ``pad_symbol``), longer ones see ``on_long``.
+        seq_len: L; shorter sequences are padded (needs ``pad_symbol``), longer ones: ``on_long``.
         pad_symbol: a padding letter not in the alphabet (appended to it), or None for fixed length.
         column: sequence column for CSV/TSV.
         label_column: optional class-label column for conditional models (CSV/TSV).
@@ -122,7 +124,9 @@ class SequenceDataModule(L.LightningDataModule):
         if len(set(letters)) != len(letters):
             raise ValueError(f"alphabet {alphabet!r} repeats a letter")
         if pad_symbol is not None and (len(pad_symbol) != 1 or pad_symbol in letters):
-            raise ValueError(f"pad_symbol must be one letter outside the alphabet, got {pad_symbol!r}")
+            raise ValueError(
+                f"pad_symbol must be one letter outside the alphabet, got {pad_symbol!r}"
+            )
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         self.save_hyperparameters()
@@ -155,12 +159,16 @@ class SequenceDataModule(L.LightningDataModule):
             if bad is not None:
                 msg = f"{hp.path}: record {rid} (entry {line}), position {bad[0]}: {bad[1]!r}"
                 if hp.on_invalid == "fatal":
-                    raise ValueError(f"{msg} is not in the alphabet {self.letters!r} or breaks length")
+                    raise ValueError(
+                        f"{msg} is not in the alphabet {self.letters!r} or breaks length"
+                    )
                 log.warning("skipping %s", msg)
                 self.num_invalid += 1
                 continue
             seq = seq[: self.seq_len]
-            ids = [index[c] for c in seq] + [index.get(self.pad_symbol, 0)] * (self.seq_len - len(seq))
+            ids = [index[c] for c in seq] + [index.get(self.pad_symbol, 0)] * (
+                self.seq_len - len(seq)
+            )
             rows.append(ids)
             labels.append(label)
             if hp.max_sequences is not None and len(rows) >= hp.max_sequences:
@@ -193,8 +201,11 @@ class SequenceDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(
-            dataset, batch_size=self.hparams.batch_size, shuffle=shuffle,
-            num_workers=self.hparams.num_workers, collate_fn=self._collate,
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+            collate_fn=self._collate,
             drop_last=shuffle and len(dataset) >= self.hparams.batch_size,
         )
 
@@ -210,6 +221,7 @@ class SequenceDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         index = TensorDataset(torch.arange(self.hparams.predict_samples))
         return DataLoader(
-            index, batch_size=self.hparams.batch_size,
+            index,
+            batch_size=self.hparams.batch_size,
             collate_fn=_index_batch,
         )

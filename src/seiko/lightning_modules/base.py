@@ -7,7 +7,8 @@ a user moves from one to the other (pretrain, then fine-tune from that checkpoin
 * ``mode="pretrain"``: the denoising loss E_t ||f_theta(x_t, t) - target||^2 on data batches.
 * ``mode="finetune"``: maximise E[reward(x0)] - kl_weight * KL(p_theta || p_ref) by backpropagating
   through the sampling chain (Uehara et al. 2024, eq. 7-8), where ``reward`` is any differentiable
-  callable on x0 and ``reference`` a frozen denoiser (the previous round's model in SEIKO; by default
+  callable on x0 and ``reference`` a frozen denoiser (the previous round's model in SEIKO; by
+  default
   a frozen copy of the denoiser taken when fine-tuning starts, i.e. the pretrained model).
 
 The module needs no seiko callback: set ``module.reward`` to a known differentiable reward and
@@ -80,7 +81,7 @@ class DiffusionModule(L.LightningModule):
     fine-tuning and prediction, where B is the number of chains to run.
 
     Args:
-        denoiser: ``forward(x_t, t, cond=None)`` -> prediction, e.g. ``seiko.nets.SequenceDenoiser``.
+        denoiser: ``forward(x_t, t, cond=None)`` -> prediction, e.g. ``seiko.nets.SequenceDenoiser``
         data_shape: shape of one design in model space, e.g. (L, V).
         mode: "pretrain" (denoising loss) or "finetune" (reward objective through the chain).
         schedule: the noise schedule.
@@ -169,7 +170,7 @@ class DiffusionModule(L.LightningModule):
             raise FileNotFoundError(f"pretrained_checkpoint {path!r} does not exist") from err
         state = state.get("state_dict", state)
         prefix = "denoiser."
-        weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if not weights:
             raise ValueError(f"{path!r} holds no 'denoiser.*' weights (keys: {list(state)[:5]}...)")
         self.denoiser.load_state_dict(weights)
@@ -226,7 +227,9 @@ class DiffusionModule(L.LightningModule):
         if cond is not None and self.training and self.cond_dropout > 0:
             drop = torch.rand(cond.shape, device=cond.device) < self.cond_dropout
             cond = torch.where(drop, torch.full_like(cond, -1), cond)  # -1: the null class
-        t = torch.randint(0, self.noise_schedule.num_train_timesteps, (x0.shape[0],), device=x0.device)
+        t = torch.randint(
+            0, self.noise_schedule.num_train_timesteps, (x0.shape[0],), device=x0.device
+        )
         noise = torch.randn_like(x0)
         x_t = self.noise_schedule.add_noise(x0, noise, t)
         prediction = self.denoiser(x_t, t, cond)
@@ -321,7 +324,7 @@ class SequenceDiffusion(DiffusionModule):
     and drops ``pad_symbol``; ``reward_input`` is the straight-through one-hot of x0.
 
     Args:
-        denoiser: e.g. ``seiko.nets.SequenceDenoiser`` (vocab_size and seq_len linked from the data).
+        denoiser: e.g. ``seiko.nets.SequenceDenoiser`` (vocab_size, seq_len linked from the data).
         vocabulary: the symbols in one-hot order, pad included (linked from the datamodule by the
             CLI; saved in the checkpoint).
         seq_len: L, the padded sequence length.
@@ -375,12 +378,14 @@ class SequenceDiffusion(DiffusionModule):
     def decode(self, x: Tensor) -> list[str]:
         idx = x.detach().argmax(-1).cpu().tolist()
         return [
-            self.detokenize([self.vocabulary[i] for i in row if self.vocabulary[i] != self.pad_symbol])
+            self.detokenize(
+                [self.vocabulary[i] for i in row if self.vocabulary[i] != self.pad_symbol]
+            )
             for row in idx
         ]
 
     def encode(self, designs: Sequence[str]) -> Tensor:
-        """Strings -> (B, L, V) one-hot in {-1, +1}; an unknown symbol or an overlong design raises."""
+        """Strings -> (B, L, V) one-hot in {-1, +1}; unknown symbols or overlong designs raise."""
         pad = self._index.get(self.pad_symbol) if self.pad_symbol is not None else None
         rows = []
         for n, design in enumerate(designs):
@@ -394,7 +399,8 @@ class SequenceDiffusion(DiffusionModule):
                 ids = [self._index[s] for s in symbols]
             except KeyError as err:
                 raise ValueError(
-                    f"design {n} ({design[:40]!r}) has symbol {err.args[0]!r} outside the vocabulary"
+                    f"design {n} ({design[:40]!r}) has symbol {err.args[0]!r} "
+                    "outside the vocabulary"
                 ) from None
             rows.append(ids + [pad] * (self.seq_len - len(ids)))
         one_hot = nn.functional.one_hot(torch.tensor(rows, dtype=torch.long), len(self.vocabulary))

@@ -49,8 +49,13 @@ class SequenceDenoiser(nn.Module):
         self.time_embed = TimestepEmbedding(d_model, d_model)
         self.class_embed = nn.Embedding(num_classes + 1, d_model) if num_classes else None
         block = nn.TransformerEncoderLayer(
-            d_model, n_heads, ff_mult * d_model, dropout,
-            activation="gelu", batch_first=True, norm_first=True,
+            d_model,
+            n_heads,
+            ff_mult * d_model,
+            dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
         )
         self.blocks = nn.TransformerEncoder(block, n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)
@@ -63,7 +68,8 @@ class SequenceDenoiser(nn.Module):
         """
         if x.shape[1:] != (self.seq_len, self.vocab_size):
             raise ValueError(
-                f"expected input of shape (B, {self.seq_len}, {self.vocab_size}), got {tuple(x.shape)}"
+                f"expected input of shape (B, {self.seq_len}, {self.vocab_size}), "
+                f"got {tuple(x.shape)}"
             )
         h = self.embed(x) + self.position
         emb = self.time_embed(self.time_proj(t).to(x.dtype))
