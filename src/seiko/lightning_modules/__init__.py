@@ -7,9 +7,11 @@ from seiko.lightning_modules.base import (
     SequenceDiffusion,
     straight_through_one_hot,
 )
+from seiko.lightning_modules.molecules import MoleculeDiffusion
 
 __all__ = [
     "DiffusionModule",
+    "MoleculeDiffusion",
     "SamplerConfig",
     "ScheduleConfig",
     "SequenceDiffusion",

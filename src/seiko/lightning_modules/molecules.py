@@ -1,0 +1,102 @@
+"""Molecules as one-hot SELFIES token sequences.
+
+A design is a canonical SMILES. In model space it is the (L, V) one-hot matrix in {-1, +1} of its
+SELFIES tokens (``MoleculeDataModule`` builds the vocabulary). ``decode`` takes the argmax token per
+position, joins the tokens into a SELFIES string, decodes it with ``selfies`` and canonicalises the
+molecule with RDKit; a design that is not a valid non-empty molecule decodes to "" (every oracle in
+``seiko.oracles.molecules`` gives NaN for ""). ``encode`` takes SMILES (any spelling), so
+``decode(encode(smiles))`` is the canonical SMILES of every molecule SELFIES can express.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import selfies as sf
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+
+from seiko.datamodules.molecules import PAD_SYMBOL, decode_selfies, encode_smiles
+from seiko.lightning_modules.base import SamplerConfig, ScheduleConfig, SequenceDiffusion
+
+
+class MoleculeDiffusion(SequenceDiffusion):
+    """Continuous diffusion on one-hot SELFIES tokens; designs are canonical SMILES.
+
+    Args:
+        denoiser: e.g. ``seiko.nets.SequenceDenoiser`` (vocab_size and seq_len linked from data).
+        vocabulary: SELFIES tokens in one-hot order, pad included (linked from
+            ``MoleculeDataModule``; saved in the checkpoint's hyper-parameters).
+        seq_len: L, the padded number of tokens.
+        pad_symbol: the padding token, "[nop]" (SELFIES' no-op) by default.
+        Other arguments: see ``DiffusionModule``.
+    """
+
+    def __init__(
+        self,
+        denoiser: nn.Module,
+        vocabulary: list[str],
+        seq_len: int,
+        pad_symbol: str | None = PAD_SYMBOL,
+        mode: Literal["pretrain", "finetune"] = "pretrain",
+        # frozen dataclasses: immutable defaults that LightningCLI shows in the config schema
+        schedule: ScheduleConfig = ScheduleConfig(),  # noqa: B008
+        sampler: SamplerConfig = SamplerConfig(),  # noqa: B008
+        kl_weight: float = 0.1,
+        learn_initial_noise: bool = False,
+        cond_dropout: float = 0.0,
+        pretrained_checkpoint: str | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+    ) -> None:
+        # A vocabulary of letters (a DNA config pointed at this class) would join into strings
+        # SELFIES silently reads as nothing: refuse anything that is not one SELFIES token each.
+        not_tokens = [s for s in vocabulary if list(sf.split_selfies(s)) != [s]]
+        if not_tokens:
+            raise ValueError(
+                f"vocabulary entries {not_tokens[:5]} are not single SELFIES tokens like '[C]'"
+            )
+        super().__init__(
+            denoiser,
+            vocabulary=vocabulary,
+            seq_len=seq_len,
+            pad_symbol=pad_symbol,
+            mode=mode,
+            schedule=schedule,
+            sampler=sampler,
+            kl_weight=kl_weight,
+            learn_initial_noise=learn_initial_noise,
+            cond_dropout=cond_dropout,
+            pretrained_checkpoint=pretrained_checkpoint,
+            optimizer=optimizer,
+        )
+
+    def tokenize(self, design: str) -> list[str]:
+        """Split a SELFIES string into its tokens."""
+        return list(sf.split_selfies(design))
+
+    def detokenize(self, symbols: list[str]) -> str:
+        return "".join(symbols)
+
+    def decode(self, x: Tensor) -> list[str]:
+        """(B, L, V) -> B canonical SMILES; "" for a design that is not a valid molecule."""
+        return [decode_selfies(selfies) for selfies in super().decode(x)]
+
+    def encode(self, designs: Sequence[str]) -> Tensor:
+        """SMILES (any spelling) -> (B, L, V) one-hot in {-1, +1} of their canonical SELFIES.
+
+        Raises:
+            ValueError: a SMILES that does not parse or that SELFIES cannot express (naming its
+                index), or one whose tokens do not fit the vocabulary or ``seq_len``.
+        """
+        selfies = []
+        for n, smiles in enumerate(designs):
+            try:
+                selfies.append(encode_smiles(smiles)[1])
+            except ValueError as err:
+                raise ValueError(f"design {n}: {err}") from None
+        return super().encode(selfies)
+
+
+__all__ = ["MoleculeDiffusion"]

@@ -1,0 +1,225 @@
+"""The sampling chain: agreement with a diffusers loop, the KL, checkpointing and truncation."""
+
+import copy
+import random
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+from torch import Tensor, nn
+
+from seiko.diffusion import GaussianSampler, NoiseSchedule, gaussian_kl, posterior_step
+from seiko.nets import SequenceDenoiser
+
+B, L, V = 3, 6, 5
+STEPS = 8
+
+
+def tiny_denoiser(seed: int = 0, num_classes: int | None = None) -> SequenceDenoiser:
+    torch.manual_seed(seed)
+    return SequenceDenoiser(V, L, d_model=16, n_layers=1, n_heads=2, num_classes=num_classes)
+
+
+class Recorder(nn.Module):
+    """Wraps a denoiser; records, per call, the timestep and whether the output carries gradient,
+    and, per backward pass through an output, the timestep it belonged to."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.calls: list[tuple[int, bool]] = []
+        self.backward_timesteps: list[int] = []
+
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        out = self.net(x, t, cond)
+        step = int(t[0])
+        self.calls.append((step, out.requires_grad))
+        if out.requires_grad:
+            out.register_hook(lambda grad: self.backward_timesteps.append(step))
+        return out
+
+
+def fixed_noises(steps: int = STEPS) -> list[Tensor]:
+    return [torch.randn(B, L, V) for _ in range(steps)]
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing"])
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_no_grad_chain_matches_diffusers_ddim_loop(prediction_type, eta, spacing):
+    net = tiny_denoiser().eval()
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type=prediction_type,
+        clip_sample=False,
+        timestep_spacing=spacing,
+    )
+    # DDIMScheduler steps t -> t - 1000 // n; with n dividing 1000 that is the next timestep for
+    # both spacings, which is what the chain steps to.
+    scheduler.set_timesteps(STEPS)
+    sampler = GaussianSampler(
+        NoiseSchedule.from_scheduler(scheduler), num_steps=STEPS, eta=eta, spacing=spacing
+    )
+    x_T, noises = torch.randn(B, L, V), fixed_noises()
+    cond = torch.tensor([0, 2, 1])
+    out = sampler(net, x_T, cond=cond, noises=noises, return_trajectory=True)
+
+    x = x_T
+    with torch.no_grad():
+        for i, t in enumerate(scheduler.timesteps):
+            model_output = net(x, t.repeat(B), cond)
+            x = scheduler.step(model_output, t, x, eta=eta, variance_noise=noises[i]).prev_sample
+            torch.testing.assert_close(out.trajectory[i + 1], x, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.x0, x, rtol=1e-4, atol=1e-5)
+    assert not out.x0.requires_grad
+    assert torch.equal(out.kl, torch.zeros(B)) and out.kl_per_step.shape == (STEPS, B)
+
+
+def test_no_grad_chain_matches_diffusers_ddpm_loop_with_generator():
+    net = tiny_denoiser().eval()
+    scheduler = DDPMScheduler(num_train_timesteps=1000, variance_type="fixed_small")
+    scheduler.set_timesteps(STEPS)
+    sampler = GaussianSampler(NoiseSchedule.from_scheduler(scheduler), num_steps=STEPS, kind="ddpm")
+    x_T = torch.randn(B, L, V)
+    out = sampler(net, x_T, generator=torch.Generator().manual_seed(3))
+
+    x, generator = x_T, torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            x = scheduler.step(net(x, t.repeat(B), None), t, x, generator=generator).prev_sample
+    torch.testing.assert_close(out.x0, x, rtol=1e-4, atol=1e-5)
+
+
+def test_trajectory_and_kl_per_step_match_single_steps():
+    net, ref = tiny_denoiser(0).eval(), tiny_denoiser(1).eval()
+    schedule = NoiseSchedule.create()
+    sampler = GaussianSampler(schedule, num_steps=STEPS, eta=0.7, kl_reduction="sum")
+    out = sampler(net, torch.randn(B, L, V), reference=ref, noises=fixed_noises(),
+                  return_trajectory=True)
+    assert len(out.trajectory) == STEPS + 1
+    assert all(not x.requires_grad for x in out.trajectory)
+    timesteps = sampler.timesteps + [-1]
+    with torch.no_grad():
+        for i in range(STEPS):
+            x_t, t = out.trajectory[i], torch.full((B,), timesteps[i])
+            ours = posterior_step(schedule, net(x_t, t), x_t, timesteps[i], timesteps[i + 1], eta=0.7)
+            theirs = posterior_step(schedule, ref(x_t, t), x_t, timesteps[i], timesteps[i + 1], eta=0.7)
+            expected = gaussian_kl(ours.mean, theirs.mean, ours.std, "sum")
+            torch.testing.assert_close(out.kl_per_step[i], expected, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(out.kl, out.kl_per_step.sum(0))
+    assert (out.kl > 0).all()
+
+
+def test_kl_to_itself_is_zero():
+    net = tiny_denoiser().eval()
+    sampler = GaussianSampler(NoiseSchedule.create(), num_steps=STEPS)
+    out = sampler(net, torch.randn(B, L, V), reference=copy.deepcopy(net), grad=True)
+    assert torch.equal(out.kl, torch.zeros(B))
+    assert out.x0.requires_grad and out.kl.requires_grad
+
+
+@pytest.mark.parametrize("truncate", [None, 3])
+def test_checkpointed_and_plain_chains_give_the_same_gradients(truncate):
+    schedule = NoiseSchedule.create()
+    ref = tiny_denoiser(1).requires_grad_(False)
+    x_T_init, noises = torch.randn(B, L, V), fixed_noises()
+    results = []
+    for checkpoint in (False, True):
+        net = tiny_denoiser(0)
+        x_T = x_T_init.clone().requires_grad_(True)  # a learned initial noise
+        sampler = GaussianSampler(
+            schedule, num_steps=STEPS, checkpoint=checkpoint, truncate=truncate, kl_reduction="sum"
+        )
+        out = sampler(net, x_T, reference=ref, grad=True, noises=noises)
+        (out.x0.pow(2).sum() + 0.3 * out.kl.sum()).backward()
+        results.append((out, x_T.grad, {n: p.grad for n, p in net.named_parameters()}))
+    (plain, plain_xT, plain_grads), (ckpt, ckpt_xT, ckpt_grads) = results
+    torch.testing.assert_close(ckpt.x0, plain.x0)
+    torch.testing.assert_close(ckpt.kl, plain.kl)
+    assert (plain.kl > 0).all()
+    if truncate is None:
+        torch.testing.assert_close(ckpt_xT, plain_xT)
+        assert plain_xT.abs().sum() > 0
+    else:  # the first steps ran without autograd: x_T is cut off from the loss
+        assert plain_xT is None and ckpt_xT is None
+    assert plain_grads.keys() == ckpt_grads.keys()
+    for name, grad in plain_grads.items():
+        assert grad is not None, name
+        torch.testing.assert_close(ckpt_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("checkpoint", [False, True])
+@pytest.mark.parametrize("truncate", [1, 3, STEPS])
+def test_truncation_backpropagates_through_exactly_the_last_steps(truncate, checkpoint):
+    net = Recorder(tiny_denoiser())
+    ref = tiny_denoiser(1).requires_grad_(False)
+    sampler = GaussianSampler(
+        NoiseSchedule.create(), num_steps=STEPS, checkpoint=checkpoint, truncate=truncate
+    )
+    x_T = torch.randn(B, L, V, requires_grad=True)
+    out = sampler(net, x_T, reference=ref, grad=True)
+    (out.x0.sum() + out.kl.sum()).backward()
+
+    last = sampler.timesteps[-truncate:]
+    assert sorted(net.backward_timesteps) == sorted(last)
+    # Checkpointing adds one recomputation per gradient step (its output is not on the graph).
+    forward_with_grad = [t for t, requires_grad in net.calls if requires_grad]
+    assert sorted(forward_with_grad) == sorted(last * (2 if checkpoint else 1))
+    assert [t for t, _ in net.calls[:STEPS]] == sampler.timesteps
+    first = STEPS - truncate
+    assert [kl.requires_grad for kl in out.kl_per_step.unbind(0)] == [False] * first + [True] * truncate
+    assert (x_T.grad is not None) == (truncate == STEPS)
+
+
+def test_truncate_min_draws_the_number_of_gradient_steps():
+    sampler = GaussianSampler(NoiseSchedule.create(), num_steps=STEPS, truncate=5, truncate_min=2)
+    draws = {sampler.grad_steps(random.Random(seed)) for seed in range(200)}
+    assert draws == {2, 3, 4, 5}
+    assert GaussianSampler(NoiseSchedule.create(), num_steps=STEPS, truncate=4).grad_steps() == 4
+    assert GaussianSampler(NoiseSchedule.create(), num_steps=STEPS).grad_steps() == STEPS
+
+    counts = set()
+    for _ in range(30):
+        net = Recorder(tiny_denoiser())
+        out = sampler(net, torch.randn(B, L, V), grad=True)
+        out.x0.sum().backward()
+        counts.add(len(net.backward_timesteps))
+    assert counts <= {2, 3, 4, 5} and len(counts) > 1
+
+
+def test_grad_steps_override_and_no_grad_mode():
+    sampler = GaussianSampler(NoiseSchedule.create(), num_steps=STEPS, truncate=2)
+    net = Recorder(tiny_denoiser())
+    sampler(net, torch.randn(B, L, V), grad=True, grad_steps=5).x0.sum().backward()
+    assert sorted(net.backward_timesteps) == sorted(sampler.timesteps[-5:])
+    # grad=False: nothing carries gradient, whatever x_T or truncate say.
+    out = sampler(net, torch.randn(B, L, V, requires_grad=True))
+    assert not out.x0.requires_grad
+
+
+def test_bad_arguments_raise():
+    schedule = NoiseSchedule.create()
+    with pytest.raises(ValueError, match=r"truncate must be in \[1, num_steps=8\], got 0"):
+        GaussianSampler(schedule, num_steps=STEPS, truncate=0)
+    with pytest.raises(ValueError, match=r"truncate must be in \[1, num_steps=8\], got 9"):
+        GaussianSampler(schedule, num_steps=STEPS, truncate=9)
+    with pytest.raises(ValueError, match="truncate_min needs truncate"):
+        GaussianSampler(schedule, num_steps=STEPS, truncate_min=2)
+    with pytest.raises(ValueError, match=r"truncate_min must be in \[1, truncate=3\], got 4"):
+        GaussianSampler(schedule, num_steps=STEPS, truncate=3, truncate_min=4)
+    with pytest.raises(ValueError, match=r"truncate_min must be in \[1, truncate=3\], got 0"):
+        GaussianSampler(schedule, num_steps=STEPS, truncate=3, truncate_min=0)
+    sampler = GaussianSampler(schedule, num_steps=STEPS)
+    net, x_T = tiny_denoiser(), torch.randn(B, L, V)
+    with pytest.raises(ValueError, match=r"grad_steps must be in \[0, 8\], got 9"):
+        sampler(net, x_T, grad=True, grad_steps=9)
+    with pytest.raises(ValueError, match="noises has 7 tensors, the chain has 8 steps"):
+        sampler(net, x_T, noises=fixed_noises(7))
+
+
+def test_prior_shape_and_generator():
+    sampler = GaussianSampler(NoiseSchedule.create(), num_steps=STEPS)
+    x = sampler.prior(4, (L, V), generator=torch.Generator().manual_seed(1))
+    assert x.shape == (4, L, V)
+    assert torch.equal(x, torch.randn(4, L, V, generator=torch.Generator().manual_seed(1)))
