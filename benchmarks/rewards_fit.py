@@ -6,7 +6,11 @@ ensembles (the same network, trained by the same code) one after the other, for 
 Early stopping is off so both do the same number of steps. Prints the times and writes
 ``benchmarks/results/rewards_fit.json``.
 
-Usage: python benchmarks/rewards_fit.py [--epochs 50] [--n 2000] [--members 4]
+Usage: python benchmarks/rewards_fit.py [--epochs 50] [--n 2000] [--members 4] [--threads 1]
+
+``--threads`` sets torch's intra-op threads (default: torch's choice). On a shared machine whose
+cores are busy, OpenMP threads spin-waiting for descheduled siblings can make small ops many times
+slower with 2 threads than with 1, which swamps what is measured here.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from seiko.rewards import RewardEnsemble, fit_ensemble
 RESULTS = Path(__file__).parent / "results" / "rewards_fit.json"
 
 
-def letter_count_data(n: int, length: int, vocab: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def letter_count_data(
+    n: int, length: int, vocab: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(n, length, vocab) one-hot sequences whose letter-0 frequency varies, and its count."""
     generator = torch.Generator().manual_seed(seed)
     p = torch.rand(n, 1, generator=generator) * 0.5
@@ -43,7 +49,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--members", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     x, y = letter_count_data(args.n, 48, 27, seed=0)
     # patience > epochs: no early stopping, both sides run every epoch
     settings = dict(epochs=args.epochs, batch_size=128, patience=args.epochs + 1, seed=0)
@@ -70,16 +79,26 @@ def main() -> None:
         print(json.dumps(row))
         results.append(row)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "task": f"{args.members}-member ensemble, {args.n} one-hot (48 x 27) sequences, "
-                f"{args.epochs} epochs, batch 128, no early stopping",
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "load_average_at_end": os.getloadavg(),
-        "machine": platform.machine(),
-        "results": results,
-    }, indent=2) + "\n")
+    task = (
+        f"{args.members}-member ensemble, {args.n} one-hot (48 x 27) sequences, "
+        f"{args.epochs} epochs, batch 128, no early stopping"
+    )
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "task": task,
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "cpu_count": os.cpu_count(),
+                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                "load_average_at_end": os.getloadavg(),
+                "machine": platform.machine(),
+                "results": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {RESULTS}")
 
 

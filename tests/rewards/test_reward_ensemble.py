@@ -27,8 +27,13 @@ def plain_member(ensemble: RewardEnsemble, i: int) -> nn.Sequential:
         conv_cls = nn.Conv1d if sequence else nn.Conv2d
         for stacked in ensemble.convs:
             weight = stacked.weight[i]
-            conv = conv_cls(weight.shape[1], weight.shape[0], weight.shape[2],
-                            stride=stacked.stride, padding=weight.shape[2] // 2)
+            conv = conv_cls(
+                weight.shape[1],
+                weight.shape[0],
+                weight.shape[2],
+                stride=stacked.stride,
+                padding=weight.shape[2] // 2,
+            )
             conv.weight.data.copy_(weight)
             conv.bias.data.copy_(stacked.bias[i])
             layers += [conv, nn.SiLU()]
@@ -160,3 +165,11 @@ def test_bad_construction_is_reported(kwargs, message):
 def test_std_of_a_single_member_is_an_error():
     with pytest.raises(ValueError, match="std needs an ensemble of >= 2 members"):
         RewardEnsemble((6, 5), num_members=1, **SMALL).std(torch.rand(2, 6, 5))
+
+
+@pytest.mark.parametrize(("shape", "architecture"), CASES)
+def test_an_empty_batch_gives_empty_outputs(shape, architecture):
+    ensemble = RewardEnsemble(shape, num_members=3, architecture=architecture, **SMALL)
+    x = torch.rand(0, *shape)
+    assert ensemble(x).shape == (3, 0) and ensemble.member(1)(x).shape == (0,)
+    assert ensemble.features(x).shape == (3, 0, ensemble.num_features)

@@ -62,7 +62,8 @@ def test_kept_weights_are_each_members_best_on_the_held_out_split(fitted):
     torch.testing.assert_close(val_loss, torch.tensor(report.val_loss), rtol=1e-4, atol=1e-6)
     assert all(0 < e <= report.epochs for e in report.best_epoch)
     metrics = report.metrics()
-    assert metrics["reward_model/spearman"] == report.spearman and "reward_model/floor" not in metrics
+    assert metrics["reward_model/spearman"] == report.spearman
+    assert "reward_model/floor" not in metrics
 
 
 def test_fit_is_deterministic_given_its_seeds():

@@ -55,7 +55,7 @@ class RewardModelConfig:
 
     architecture: Architecture = "cnn"
     hidden: int = 64
-    channels: int = 32
+    channels: int = 16
     num_layers: int = 2
     epochs: int = 100
     batch_size: int = 128
@@ -185,6 +185,7 @@ class OnlineExploration(Callback):
         pl_module.reward = self._build_reward(trainer, pl_module, round_)
         if trainer.is_global_zero:
             stats.update(self._store_stats())
+            stats["bonus/mean"] = self._bonus_scale(pl_module)
         stats = self._broadcast(trainer, stats)
         self.history.append(stats)
         for key, value in stats.items():
@@ -333,6 +334,16 @@ class OnlineExploration(Callback):
         device = pl_module.device
         reward = self.bonus.build(self.ensemble.to(device), _to(measured, device), round_)
         return reward.to(device).requires_grad_(False).eval()
+
+    def _bonus_scale(self, pl_module: L.LightningModule) -> float:
+        """Mean of (optimistic reward - ensemble mean) over the last 256 measured designs."""
+        designs, _ = self.store.designs_and_values(oracle=self.oracle.name)
+        x, _ = self._encode(pl_module, designs[-256:])
+        if x.shape[0] == 0:
+            return math.nan
+        with torch.no_grad():
+            x = x.to(pl_module.device)
+            return float((pl_module.reward(x) - self.ensemble.mean(x)).mean())
 
     def _store_stats(self) -> dict[str, float]:
         _, values = self.store.designs_and_values(oracle=self.oracle.name)

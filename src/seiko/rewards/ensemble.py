@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Literal
 
 import torch
@@ -188,7 +189,7 @@ class RewardEnsemble(nn.Module):
         else:
             widths = [math.prod(shape)] + [hidden] * num_layers
         self.hidden = nn.ModuleList(
-            _StackedLinear(num_members, a, b, generator) for a, b in zip(widths, widths[1:])
+            _StackedLinear(num_members, a, b, generator) for a, b in pairwise(widths)
         )
         self.head = _StackedLinear(num_members, hidden, 1, generator)
         # Set by fit_ensemble; outputs are head * target_std + target_mean.
@@ -229,10 +230,8 @@ class RewardEnsemble(nn.Module):
                 h = F.silu(conv(h, members))
             pool = F.adaptive_avg_pool1d if len(self.pool_size) == 1 else F.adaptive_avg_pool2d
             h = pool(h, self.pool_size)  # (B, m*C, *P), channels in member-major blocks
-            h = h.reshape(
-                h.shape[0], -1, self.convs[-1].weight.shape[1] * math.prod(self.pool_size)
-            )
-            h = h.transpose(0, 1)  # (m, B, C*P)
+            m, width = len(range(self.num_members)[members]), self.hidden[0].weight.shape[1]
+            h = h.reshape(h.shape[0], m, width).transpose(0, 1)  # (m, B, C*P)
         for layer in self.hidden:
             h = F.silu(layer(h, members))
         return h

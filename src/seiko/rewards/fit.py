@@ -45,10 +45,14 @@ molecule, a rejected sequence). Two rules, chosen by ``infeasible``:
 The held-out Spearman and Pearson correlations are computed on feasible held-out points only, so
 infeasible points (easy to rank under "floor") do not inflate them.
 
-**Measured speed** (``benchmarks/rewards_fit.py``, 2 shared CPU cores, torch 2.13 CPU build): a
-4-member ensemble on 2,000 one-hot (48 x 27) sequences, 50 epochs, batch 128, no early stopping:
-"cnn" 9.3 s vectorised vs 22.9 s for a Python loop over 4 single models (2.5x); "mlp" 3.9 s vs
-9.6 s (2.5x). See ``benchmarks/results/rewards_fit.json``.
+**Measured speed** (``benchmarks/rewards_fit.py --threads 1``; torch 2.13 CPU build on the shared
+2-core dev machine, load average about 6): a 4-member ensemble with default widths on 2,000 one-hot
+(48 x 27) sequences, 50 epochs, batch 128, no early stopping, takes 18.5 s ("cnn") and 7.3 s
+("mlp") in one vectorised fit, against 37.5 s and 15.3 s for a Python loop fitting 4 single
+models one by one (2.0x and 2.1x; held-out Spearman 0.999 either way). With torch's default 2
+threads on that busy machine OpenMP's spin-waiting made the same small fits 5-25x slower, whatever
+the ensemble does; one thread (or ``OMP_WAIT_POLICY=PASSIVE``) avoids it. Numbers in
+``benchmarks/results/rewards_fit.json``.
 """
 
 from __future__ import annotations
@@ -107,7 +111,10 @@ class FitReport:
     seconds: float
 
     def metrics(self, prefix: str = "reward_model") -> dict[str, float]:
-        """Scalars for a logger: ``{f"{prefix}/spearman": ..., f"{prefix}/val_loss": mean, ...}``."""
+        """Scalars for a logger, keyed ``f"{prefix}/{field}"`` (e.g. ``reward_model/spearman``).
+
+        Per-member tuples are averaged over members; ``floor`` (possibly None) is left out.
+        """
         values = asdict(self)
         for key in ("best_epoch", "train_loss", "val_loss"):
             values[key] = float(np.mean(values[key]))
@@ -251,7 +258,7 @@ def fit_ensemble(
                 progress,
             )
     finally:
-        for p, flag in zip(params, flags):
+        for p, flag in zip(params, flags, strict=True):
             p.requires_grad_(flag)
     train_loss = _losses(ensemble, x_train, y_train, counts, batch_size)
 
@@ -302,7 +309,8 @@ def _check_arguments(
     shape = ensemble.input_shape
     if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape:
         raise ValueError(
-            f"x has shape {tuple(x.shape)}, but the ensemble takes (N, {', '.join(map(str, shape))})"
+            f"x has shape {tuple(x.shape)}, but the ensemble takes "
+            f"(N, {', '.join(map(str, shape))})"
         )
     if y.dim() != 1 or len(y) != len(x):
         raise ValueError(f"y must have shape ({len(x)},) to match x, got {tuple(y.shape)}")
@@ -355,7 +363,10 @@ def _losses(
     if weights is None:
         weights = torch.ones(ensemble.num_members, len(y), device=y.device, dtype=y.dtype)
     total = torch.zeros(ensemble.num_members, device=y.device, dtype=y.dtype)
-    for xb, yb, wb in zip(x.split(batch_size), y.split(batch_size), weights.split(batch_size, 1)):
+    batches = zip(
+        x.split(batch_size), y.split(batch_size), weights.split(batch_size, 1), strict=True
+    )
+    for xb, yb, wb in batches:
         total += (wb * (ensemble._normalised(xb) - yb) ** 2).sum(1)
     return (total / weights.sum(1)).cpu()
 
@@ -407,7 +418,7 @@ def _train(
         improved = val < best_val
         with torch.no_grad():
             mask = improved.to(params[0].device)
-            for p, best in zip(params, best_state):
+            for p, best in zip(params, best_state, strict=True):
                 best[mask] = p[mask]
         best_val = torch.where(improved, val, best_val)
         best_epoch[improved] = epoch
@@ -417,6 +428,6 @@ def _train(
             break
     if validate:
         with torch.no_grad():
-            for p, best in zip(params, best_state):
+            for p, best in zip(params, best_state, strict=True):
                 p.copy_(best)
     return epochs_run, best_epoch, best_val
