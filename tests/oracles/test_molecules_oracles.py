@@ -1,8 +1,9 @@
-"""RDKit oracles against known values and hand computations; NaN, never an exception, for bad input."""
+"""RDKit oracles against known values and hand computations; NaN, never an exception, if bad."""
 
 from __future__ import annotations
 
 import math
+import pickle
 import re
 from pathlib import Path
 
@@ -43,12 +44,14 @@ def all_oracles() -> list[Oracle]:
 
 
 @pytest.mark.parametrize("oracle", all_oracles(), ids=lambda o: o.name)
-def test_protocol_shape_dtype_and_nan_for_bad_designs(oracle: Oracle):
+def test_protocol_shape_dtype_nan_for_bad_designs_and_pickling(oracle: Oracle):
     assert isinstance(oracle, Oracle)
     values = oracle([ASPIRIN, *BAD, "CCO"])
     assert values.dtype == torch.float64 and values.shape == (len(BAD) + 2,)
     assert torch.isnan(values[1:-1]).all() and not torch.isnan(values[[0, -1]]).any()
     assert oracle([]).shape == (0,)
+    # ParallelOracle pickles the oracle to its worker processes
+    torch.testing.assert_close(pickle.loads(pickle.dumps(oracle))([ASPIRIN]), values[:1])
 
 
 def test_known_values_on_aspirin():

@@ -195,7 +195,8 @@ class MoleculeDataModule(L.LightningDataModule):
         on_invalid: "skip" (report and drop) or "fatal" (raise) for an unusable line.
         val_fraction: fraction of the training molecules held out for validation (seeded split).
         max_molecules: keep only the first N usable molecules of each file (None: all).
-        cache_dir: where to cache each file's parse (None: no cache).
+        cache_dir: where to cache each file's parse (None: no cache); a file read only in part
+            (``max_molecules``, or a fatal line) is not cached.
         batch_size, num_workers, seed: as usual.
         predict_samples: how many designs ``seiko predict`` draws.
     """

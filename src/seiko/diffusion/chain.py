@@ -6,10 +6,10 @@ diffusion with a categorical KL per step, or a latent chain whose x0 a frozen de
 design) implements the same two methods, ``prior(n, shape)`` and ``__call__(denoiser, x_T, ...)``
 returning a ``ChainOutput``, and nothing else in the library notices.
 
-Gradient through the chain (Clark et al. 2023 "DRaFT"; Prabhudesai et al. 2023 "AlignProp"; Uehara et
-al. 2024 "SEIKO"):
+Gradient through the chain (Clark et al. 2023 "DRaFT"; Prabhudesai et al. 2023 "AlignProp";
+Uehara et al. 2024 "SEIKO"):
   * ``checkpoint=True`` recomputes each step's activations in the backward pass (memory flat in the
-    number of steps, ~1 extra forward per step);
+    number of steps, ~1 extra forward per step, of the reference too when there is one);
   * ``truncate=K`` lets only the last K steps carry gradient (the first T-K run without autograd);
     with ``truncate_min=k`` K is drawn uniformly from {k, ..., truncate} at every call, AlignProp's
     randomised truncation, which keeps the expected gradient informative about early steps
@@ -36,7 +36,7 @@ from seiko.diffusion.step import (
     step_mean,
 )
 
-#: A denoiser maps (x_t of shape (B, ...), t of shape (B,) long, cond or None) to its output (B, ...).
+#: A denoiser maps (x_t (B, ...), t (B,) long, cond or None) to its output (B, ...).
 Denoiser = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 
 
@@ -47,7 +47,7 @@ class ChainOutput:
     Attributes:
         x0: (B, ...) the final sample.
         kl: (B,) KL to the reference chain summed over steps (zeros without a reference).
-        kl_per_step: (S, B) the per-step terms, S = number of steps.
+        kl_per_step: (S, B) the per-step terms, S = number of steps (zero on deterministic steps).
         trajectory: the samples x_T, ..., x0 if asked for (each (B, ...)), else an empty list.
     """
 
@@ -70,7 +70,7 @@ class GaussianSampler:
         checkpoint: per-step activation checkpointing when the chain carries gradient.
         truncate: only the last ``truncate`` steps carry gradient (None: all of them).
         truncate_min: if set, the number of gradient steps is drawn from {truncate_min..truncate}.
-        kl_reduction: "sum" (the KL) or "mean" (per-dimension average, see ``seiko.diffusion.step``).
+        kl_reduction: "sum" (the KL) or "mean" (per-dimension average, see diffusion.step).
     """
 
     schedule: NoiseSchedule
@@ -91,13 +91,16 @@ class GaussianSampler:
             for t, tp in zip(self.timesteps, prev, strict=True)
         ]
         if self.truncate is not None and not 1 <= self.truncate <= self.num_steps:
-            raise ValueError(f"truncate must be in [1, num_steps={self.num_steps}], got {self.truncate}")
+            raise ValueError(
+                f"truncate must be in [1, num_steps={self.num_steps}], got {self.truncate}"
+            )
         if self.truncate_min is not None:
             if self.truncate is None:
                 raise ValueError("truncate_min needs truncate (the upper end of the random range)")
             if not 1 <= self.truncate_min <= self.truncate:
                 raise ValueError(
-                    f"truncate_min must be in [1, truncate={self.truncate}], got {self.truncate_min}"
+                    f"truncate_min must be in [1, truncate={self.truncate}], "
+                    f"got {self.truncate_min}"
                 )
 
     def prior(
@@ -109,7 +112,7 @@ class GaussianSampler:
         dtype: torch.dtype = torch.float32,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """x_T ~ N(0, I) of shape (n, *shape)."""
+        """x_T ~ N(0, I), shape (n, *shape)."""
         return torch.randn((n, *shape), generator=generator, device=device, dtype=dtype)
 
     def grad_steps(self, generator: random.Random | None = None) -> int:
@@ -146,6 +149,10 @@ class GaussianSampler:
             noises: the per-step noise to use instead (one (B, ...) tensor per step).
             grad_steps: override how many final steps carry gradient (default: ``grad_steps()``).
             return_trajectory: keep every x_t (detached).
+
+        Returns:
+            ``ChainOutput`` with x0 (B, ...), kl (B,), kl_per_step (num_steps, B) and, if asked
+            for, the trajectory of num_steps + 1 tensors (B, ...).
         """
         n = self.num_steps
         if noises is not None and len(noises) != n:
@@ -159,35 +166,36 @@ class GaussianSampler:
         t_tensors = [
             torch.full((batch,), t, device=x_T.device, dtype=torch.long) for t in self.timesteps
         ]
+        no_kl = x_T.new_zeros(batch)
         x = x_T
         kls: list[Tensor] = []
         trajectory = [x_T.detach()] if return_trajectory else []
         for i, coef in enumerate(self.coefficients):
-            if noises is not None:
-                noise = noises[i]
-            elif coef.std > 0:
-                noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            else:
-                noise = None
-            with_grad = grad and i >= n - k
-            if with_grad and self.checkpoint:
-                x, kl = activation_checkpoint(
-                    self._step, denoiser, reference, x, t_tensors[i], cond, coef, noise,
-                    use_reentrant=False,
-                )
-            elif with_grad:
-                x, kl = self._step(denoiser, reference, x, t_tensors[i], cond, coef, noise)
-            else:
+            args = (denoiser, reference, x, t_tensors[i], cond, coef)
+            if not (grad and i >= n - k):
                 with torch.no_grad():
-                    x, kl = self._step(denoiser, reference, x, t_tensors[i], cond, coef, noise)
-            kls.append(kl)
+                    mean, kl = self._step(*args)
+            elif self.checkpoint:
+                mean, kl = activation_checkpoint(self._step, *args, use_reentrant=False)
+            else:
+                mean, kl = self._step(*args)
+            # The noise is added outside the checkpointed step: the sum needs neither operand for
+            # its backward pass, so neither the noise nor the mean is kept alive until backward.
+            if coef.std > 0:
+                noise = (
+                    noises[i]
+                    if noises is not None
+                    else torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                )
+                mean = torch.add(mean, noise, alpha=coef.std)
+            x = mean
+            kls.append(no_kl if kl is None else kl)
             if return_trajectory:
                 trajectory.append(x.detach())
-        if reference is None:
-            kl_per_step = x.new_zeros(n, batch)
-        else:
-            kl_per_step = torch.stack(kls)
-        return ChainOutput(x0=x, kl=kl_per_step.sum(0), kl_per_step=kl_per_step, trajectory=trajectory)
+        kl_per_step = x.new_zeros(n, batch) if reference is None else torch.stack(kls)
+        return ChainOutput(
+            x0=x, kl=kl_per_step.sum(0), kl_per_step=kl_per_step, trajectory=trajectory
+        )
 
     def _step(
         self,
@@ -197,13 +205,14 @@ class GaussianSampler:
         t: Tensor,
         cond: Tensor | None,
         coef: StepCoefficients,
-        noise: Tensor | None,
     ) -> tuple[Tensor, Tensor | None]:
-        mean, _ = step_mean(self.schedule, coef, denoiser(x, t, cond), x, self.kind)
-        kl = None
-        if reference is not None:
-            ref_mean, _ = step_mean(self.schedule, coef, reference(x, t, cond), x, self.kind)
-            kl = gaussian_kl(mean, ref_mean, coef.std, self.kl_reduction)
-        if noise is not None and coef.std > 0:
-            mean = mean + coef.std * noise
-        return mean, kl
+        """The step's mean (B, ...) and its KL term (B,), or None without a reference.
+
+        A deterministic step (std 0) has no KL term (see ``gaussian_kl``), so the reference is not
+        even evaluated there.
+        """
+        mean = step_mean(self.schedule, coef, denoiser(x, t, cond), x)
+        if reference is None or coef.std == 0:
+            return mean, None
+        ref_mean = step_mean(self.schedule, coef, reference(x, t, cond), x)
+        return mean, gaussian_kl(mean, ref_mean, coef.std, self.kl_reduction)

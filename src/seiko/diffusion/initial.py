@@ -1,7 +1,7 @@
 """A learned initial-noise distribution p(x_T) = N(mu, diag(sigma^2)).
 
-SEIKO's theory (Uehara et al. 2024, Sec. 4) fine-tunes the initial distribution as well as the drift;
-its KL to the pretrained N(0, I) is closed-form:
+SEIKO's theory (Uehara et al. 2024, Sec. 4) fine-tunes the initial distribution as well as the
+drift; its KL to the pretrained N(0, I) is closed-form:
 
     KL(N(mu, sigma^2) || N(0, 1)) = 1/2 * sum(sigma^2 + mu^2 - 1 - 2 log sigma).
 """
@@ -28,7 +28,7 @@ class InitialNoise(nn.Module):
         self.log_std = nn.Parameter(torch.zeros(self.shape))
 
     def forward(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Reparameterised sample x_T = mu + sigma * z, shape (n, *shape), differentiable in mu, sigma."""
+        """Reparameterised sample x_T = mu + sigma * z, (n, *shape), differentiable in both."""
         z = torch.randn((n, *self.shape), generator=generator, device=self.mean.device)
         return self.mean + self.log_std.exp() * z
 

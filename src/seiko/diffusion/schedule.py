@@ -34,7 +34,7 @@ class NoiseSchedule:
     Attributes:
         alphas_cumprod: (T,) float64 cumulative products of (1 - beta_t).
         prediction_type: what the denoiser predicts: "epsilon", "v_prediction" or "sample" (x0).
-        final_alpha_cumprod: a_{-1}, used by DDIM's last step (1.0 is diffusers' ``set_alpha_to_one``).
+        final_alpha_cumprod: a_{-1}, used by DDIM's last step (1.0: diffusers' set_alpha_to_one).
         clip_sample: if set, the predicted x0 is clamped to [-clip_sample, clip_sample] and epsilon
             is re-derived from the clamped x0 (diffusers' ``use_clipped_model_output=True``).
     """
@@ -116,7 +116,9 @@ class NoiseSchedule:
             ts = torch.linspace(0, T - 1, num_steps, dtype=torch.float64).round().long()
             ts = ts.flip(0).tolist()
         else:
-            raise ValueError(f"spacing={spacing!r} is not one of ('leading', 'trailing', 'linspace')")
+            raise ValueError(
+                f"spacing={spacing!r} is not one of ('leading', 'trailing', 'linspace')"
+            )
         return [int(t) for t in ts]
 
     def alpha(self, t: Tensor) -> Tensor:
@@ -137,8 +139,19 @@ class NoiseSchedule:
         a = _expand(self.alpha(t), x0)
         return a.sqrt() * noise - (1 - a).sqrt() * x0
 
-    def split(self, model_output: Tensor, x_t: Tensor, a_t: float | Tensor) -> tuple[Tensor, Tensor]:
-        """Turn a model output into (pred_x0, pred_eps) at a noise level a_t (float or broadcastable)."""
+    def split(
+        self, model_output: Tensor, x_t: Tensor, a_t: float | Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Turn a model output into (pred_x0, pred_eps) at noise level a_t.
+
+        Args:
+            model_output: (B, ...) the denoiser's prediction (epsilon, v or x0).
+            x_t: (B, ...) the noisy sample it was made from.
+            a_t: alphas_cumprod at t: a float, or a tensor broadcastable against x_t.
+
+        Returns:
+            pred_x0 and pred_eps, both (B, ...); x0 clamped (and eps re-derived) if clip_sample.
+        """
         if isinstance(a_t, Tensor):
             sa, sb = a_t.sqrt().to(x_t.dtype), (1 - a_t).sqrt().to(x_t.dtype)
         else:  # python floats keep the sampler's hot loop free of tiny tensor ops

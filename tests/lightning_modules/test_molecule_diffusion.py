@@ -1,4 +1,4 @@
-"""MoleculeDiffusion: SMILES <-> one-hot SELFIES, checkpoints, the CLI links, a CPU fast_dev_run."""
+"""MoleculeDiffusion: SMILES <-> one-hot SELFIES, checkpoints, CLI links, a CPU training step."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.loggers import CSVLogger
 
 from seiko.cli import build_cli
 from seiko.datamodules.molecules import MoleculeDataModule, canonical_smiles, load_vocabulary
@@ -68,18 +69,20 @@ def test_vocabulary_must_be_selfies_tokens():
         make_module(["A", "C", "G", "T", "[nop]"])
 
 
-def test_fast_dev_run_and_checkpoint_keep_the_vocabulary(
+def test_one_step_with_a_logger_and_checkpoint_keep_the_vocabulary(
     moses: MoleculeDataModule, tmp_path: Path
 ):
     module = make_module(moses.vocabulary)
+    # a real logger, unlike fast_dev_run: Lightning then checks that the module's and the
+    # datamodule's hyper-parameters agree wherever they share a key (vocabulary, seq_len, ...)
     trainer = L.Trainer(
-        accelerator="cpu", fast_dev_run=True, logger=False, enable_progress_bar=False,
-        enable_model_summary=False,
+        accelerator="cpu", max_steps=1, limit_val_batches=1, logger=CSVLogger(tmp_path),
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )
     trainer.fit(module, datamodule=moses)
     designs = trainer.predict(module, dataloaders=moses.predict_dataloader())
     flat = [d for batch in designs for d in batch]
-    assert len(flat) == 8 and all(isinstance(d, str) for d in flat)
+    assert len(flat) == moses.hparams.predict_samples and all(isinstance(d, str) for d in flat)
     assert all(d == "" or canonical_smiles(d) == d for d in flat)
 
     path = tmp_path / "model.ckpt"

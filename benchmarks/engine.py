@@ -1,0 +1,344 @@
+"""Speed and memory of the diffusion engine (``seiko.diffusion``) on CPU.
+
+Run from the repository root::
+
+    python benchmarks/engine.py            # prints a table; writes benchmarks/results/engine.{json,md}
+
+What it measures, with one ``SequenceDenoiser`` and one batch throughout:
+
+(a) fine-tuning step time (chain with gradient + backward of the reward ``x0.sum()``, and of the KL
+    when there is a reference) divided by no-grad sampling time: without checkpointing and without
+    a KL reference (target <= 3.5x), and with checkpointing plus a KL reference (target <= 5.5x).
+    The cost of the model's own forward/backward passes is measured too, to show what part of the
+    ratio is the model's and what part the engine's.
+(b) peak memory of a checkpointed fine-tuning step at 50 vs 10 steps (target ratio <= 1.3), and
+    of an un-checkpointed one at 50 steps for contrast. Each configuration runs in a fresh
+    subprocess (this same script with ``--memory-child``); see ``measure_memory`` for what exactly
+    is read from the kernel.
+(c) no-grad sampling time of ``GaussianSampler`` vs a plain loop over diffusers'
+    ``DDIMScheduler.step`` with the same denoiser, eta=1 (target ratio <= 1.05).
+
+The machine this runs on is shared and noisy, so every timing is repeated; within a repeat the
+measurements run back to back (in a rotating order, so none always runs first), each ratio is
+taken within one repeat, and the reported value is the median over repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler
+from torch import nn
+
+from seiko.diffusion import GaussianSampler, NoiseSchedule
+from seiko.nets import SequenceDenoiser
+
+RESULTS = Path(__file__).parent / "results"
+TARGETS = {"finetune_plain": 3.5, "finetune_ckpt_kl": 5.5, "memory_50_vs_10": 1.3, "vs_diffusers": 1.05}
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The denoiser and batch every measurement uses."""
+
+    batch: int = 32
+    seq_len: int = 64
+    vocab: int = 32
+    d_model: int = 128
+    n_layers: int = 3
+    n_heads: int = 4
+    timing_steps: int = 20
+    num_train_timesteps: int = 1000
+
+
+def build(setup: Setup) -> tuple[nn.Module, nn.Module, DDIMScheduler, torch.Tensor]:
+    """Denoiser, frozen reference (a perturbed copy, so the KL is not zero), scheduler, x_T."""
+    torch.manual_seed(0)
+    net = SequenceDenoiser(
+        setup.vocab, setup.seq_len, setup.d_model, setup.n_layers, setup.n_heads
+    )
+    reference = copy.deepcopy(net)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    reference.requires_grad_(False).eval()
+    scheduler = DDIMScheduler(
+        num_train_timesteps=setup.num_train_timesteps,
+        beta_schedule="squaredcos_cap_v2",
+        clip_sample=False,
+    )
+    x_T = torch.randn(setup.batch, setup.seq_len, setup.vocab)
+    return net, reference, scheduler, x_T
+
+
+def finetune_step(
+    sampler: GaussianSampler, net: nn.Module, reference: nn.Module | None, x_T: torch.Tensor
+) -> None:
+    """One fine-tuning step's work: the chain with gradient, then backward of -reward + KL."""
+    net.train()
+    net.zero_grad(set_to_none=True)
+    out = sampler(net, x_T, reference=reference, grad=True)
+    loss = -out.x0.sum(dim=(1, 2)).mean() + 0.1 * out.kl.mean()
+    loss.backward()
+
+
+def sample_ours(sampler: GaussianSampler, net: nn.Module, x_T: torch.Tensor) -> torch.Tensor:
+    net.eval()
+    return sampler(net, x_T).x0
+
+
+@torch.no_grad()
+def sample_diffusers(
+    scheduler: DDIMScheduler, steps: int, net: nn.Module, x_T: torch.Tensor
+) -> torch.Tensor:
+    """The loop a diffusers pipeline runs, minus the pipeline: model call, then scheduler.step."""
+    net.eval()
+    scheduler.set_timesteps(steps)
+    x = x_T
+    for t in scheduler.timesteps:
+        t_batch = torch.full((x.shape[0],), int(t), dtype=torch.long)
+        x = scheduler.step(net(x, t_batch, None), t, x, eta=1.0).prev_sample
+    return x
+
+
+def model_costs(net: nn.Module, reference: nn.Module, x: torch.Tensor) -> dict[str, Callable]:
+    """One denoiser call of each kind the chains make, to split a ratio into model and engine."""
+    t = torch.full((x.shape[0],), 500, dtype=torch.long)
+
+    def forward_no_grad() -> None:
+        net.eval()
+        with torch.no_grad():
+            net(x, t)
+
+    def forward_backward() -> None:
+        net.train()
+        net.zero_grad(set_to_none=True)
+        net(x.detach().requires_grad_(True), t).sum().backward()
+
+    def reference_forward_backward() -> None:  # input gradient only: the reference is frozen
+        reference(x.detach().requires_grad_(True), t).sum().backward()
+
+    return {
+        "model_forward_no_grad": forward_no_grad,
+        "model_forward_backward": forward_backward,
+        "reference_forward_backward": reference_forward_backward,
+    }
+
+
+def time_interleaved(fns: dict[str, Callable], repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each function, ``repeats`` times, in a rotating order per repeat."""
+    names = list(fns)
+    for name in names:  # warm-up: lazy initialisation, allocator pools, thread pools
+        fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            gc.collect()
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def paired_ratio(times: dict[str, list[float]], num: str, den: str) -> float:
+    """Median over repeats of num/den measured within the same repeat."""
+    return statistics.median(a / b for a, b in zip(times[num], times[den], strict=True))
+
+
+# ---------------------------------------------------------------------------------------- memory
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def measure_memory(setup: Setup, steps: int, checkpoint: bool, reference: bool) -> dict:
+    """Peak resident memory of one fine-tuning step, in this (fresh) process.
+
+    After building everything and one warm-up fine-tuning step of 1 step (which loads the lazily
+    initialised parts of torch), the kernel's high-water mark of the resident set (VmHWM) is reset
+    to the current resident set by writing "5" to /proc/self/clear_refs; then VmRSS is read
+    ("before"), the step runs, and VmHWM is read ("peak"). The increase peak - before is what the
+    step itself needed at its worst moment: its activations, saved tensors and gradients.
+    """
+    net, ref, scheduler, x_T = build(setup)
+    schedule = NoiseSchedule.from_scheduler(scheduler)
+    ref = ref if reference else None
+    finetune_step(GaussianSampler(schedule, num_steps=1, checkpoint=checkpoint), net, ref, x_T)
+    sampler = GaussianSampler(schedule, num_steps=steps, checkpoint=checkpoint)
+    gc.collect()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        method = "VmHWM after clear_refs=5"
+    except OSError:  # not permitted: fall back to the lifetime peak, which includes the warm-up
+        method = "ru_maxrss (lifetime peak)"
+    before = _status_kb("VmRSS")
+    finetune_step(sampler, net, ref, x_T)
+    if method.startswith("VmHWM"):
+        peak = _status_kb("VmHWM")
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"rss_before_mib": before / 1024, "peak_mib": peak / 1024,
+            "increase_mib": (peak - before) / 1024, "method": method}
+
+
+def memory_in_subprocess(setup: Setup, steps: int, checkpoint: bool, reference: bool) -> dict:
+    spec = json.dumps({"setup": asdict(setup), "steps": steps, "checkpoint": checkpoint,
+                       "reference": reference})
+    # A fixed mmap threshold makes glibc serve every block >= 64 KiB (every tensor that matters)
+    # with its own mapping, returned to the kernel when freed; with the default dynamic threshold
+    # freed blocks may stay in the heap, and the resident set would overstate live memory.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    proc = subprocess.run(
+        [sys.executable, __file__, "--memory-child", spec],
+        env=env, capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory child {spec} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------ main
+def run(setup: Setup, repeats: int) -> dict:
+    net, reference, scheduler, x_T = build(setup)
+    schedule = NoiseSchedule.from_scheduler(scheduler)
+    steps = setup.timing_steps
+    plain = GaussianSampler(schedule, num_steps=steps, eta=1.0)
+    ckpt = GaussianSampler(schedule, num_steps=steps, eta=1.0, checkpoint=True)
+    fns = {
+        "sample_ours": lambda: sample_ours(plain, net, x_T),
+        "sample_diffusers": lambda: sample_diffusers(scheduler, steps, net, x_T),
+        "finetune_plain": lambda: finetune_step(plain, net, None, x_T),
+        "finetune_ckpt_kl": lambda: finetune_step(ckpt, net, reference, x_T),
+        **model_costs(net, reference, x_T),
+    }
+    times = time_interleaved(fns, repeats)
+    median = {name: statistics.median(ts) for name, ts in times.items()}
+    F = "model_forward_no_grad"
+    ratios = {
+        "finetune_plain": paired_ratio(times, "finetune_plain", "sample_ours"),
+        "finetune_ckpt_kl": paired_ratio(times, "finetune_ckpt_kl", "sample_ours"),
+        "vs_diffusers": paired_ratio(times, "sample_ours", "sample_diffusers"),
+    }
+    # What the model alone costs per step, in units of one no-grad forward pass: a plain
+    # fine-tuning step is one forward+backward; a checkpointed one with a KL reference is the
+    # forward of both models, their recomputation in the backward pass, and both backward passes.
+    fb = paired_ratio(times, "model_forward_backward", F)
+    ref_fb = paired_ratio(times, "reference_forward_backward", F)
+    ref_f = 1.0  # the reference's forward costs what the denoiser's does (same architecture)
+    model_floor = {"finetune_plain": fb, "finetune_ckpt_kl": fb + 1.0 + ref_f + ref_fb}
+
+    memory = {
+        "ckpt_kl_50": memory_in_subprocess(setup, 50, checkpoint=True, reference=True),
+        "ckpt_kl_10": memory_in_subprocess(setup, 10, checkpoint=True, reference=True),
+        "plain_kl_50": memory_in_subprocess(setup, 50, checkpoint=False, reference=True),
+    }
+    ratios["memory_50_vs_10"] = (
+        memory["ckpt_kl_50"]["increase_mib"] / memory["ckpt_kl_10"]["increase_mib"]
+    )
+    return {
+        "setup": asdict(setup),
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "load_average_1min_at_end": os.getloadavg()[0],
+        "median_seconds": median,
+        "ratios": ratios,
+        "model_floor": model_floor,
+        "targets": TARGETS,
+        "pass": {k: ratios[k] <= TARGETS[k] for k in TARGETS},
+        "memory": memory,
+    }
+
+
+def report(result: dict) -> str:
+    """The markdown table printed and written to engine.md."""
+    s, r, f, m = result["setup"], result["ratios"], result["model_floor"], result["memory"]
+    t = result["median_seconds"]
+    verdict = {k: "PASS" if v else "FAIL" for k, v in result["pass"].items()}
+    lines = [
+        "# Engine benchmark (CPU)",
+        "",
+        f"SequenceDenoiser B={s['batch']} L={s['seq_len']} V={s['vocab']} d_model={s['d_model']} "
+        f"layers={s['n_layers']}; DDIM eta=1, {s['timing_steps']} steps for timings; "
+        f"torch {result['torch']}, {result['threads']} threads, {result['machine']}; "
+        f"{result['repeats']} repeats, median of per-repeat ratios; "
+        f"1-min load average at the end: {result['load_average_1min_at_end']:.1f}.",
+        "",
+        "| measurement | value | target | model-only floor | verdict |",
+        "|---|---|---|---|---|",
+        f"| (a) fine-tune / sample, no checkpoint, no KL | {r['finetune_plain']:.2f}x | <= "
+        f"{TARGETS['finetune_plain']}x | {f['finetune_plain']:.2f}x | {verdict['finetune_plain']} |",
+        f"| (a) fine-tune / sample, checkpoint + KL reference | {r['finetune_ckpt_kl']:.2f}x | <= "
+        f"{TARGETS['finetune_ckpt_kl']}x | {f['finetune_ckpt_kl']:.2f}x | "
+        f"{verdict['finetune_ckpt_kl']} |",
+        f"| (b) peak memory, checkpoint + KL, 50 / 10 steps | {r['memory_50_vs_10']:.2f}x | <= "
+        f"{TARGETS['memory_50_vs_10']}x | | {verdict['memory_50_vs_10']} |",
+        f"| (c) GaussianSampler / diffusers DDIM loop, no grad | {r['vs_diffusers']:.3f}x | <= "
+        f"{TARGETS['vs_diffusers']}x | | {verdict['vs_diffusers']} |",
+        "",
+        "Median seconds per call: "
+        + ", ".join(f"{name} {sec:.3f}" for name, sec in t.items())
+        + ".",
+        "",
+        "Model-only floor: the denoiser's own forward/backward cost per chain step, in units of "
+        "one no-grad forward, with no engine overhead at all: forward+backward for the plain step; "
+        "forward of denoiser and reference, their recomputation, and both backward passes (the "
+        "reference's for its input only) for the checkpointed step with KL.",
+        "",
+        "(b) Peak memory: increase of the resident set's high-water mark (VmHWM, reset with "
+        "/proc/self/clear_refs) over the resident set just before one fine-tuning step, in a fresh "
+        "process per configuration, glibc mmap threshold fixed at 64 KiB (MALLOC_MMAP_THRESHOLD_) "
+        "so freed tensors leave the resident set:",
+        "",
+        "| configuration | RSS before (MiB) | peak (MiB) | increase (MiB) |",
+        "|---|---|---|---|",
+    ]
+    names = {"ckpt_kl_50": "checkpoint + KL, 50 steps", "ckpt_kl_10": "checkpoint + KL, 10 steps",
+             "plain_kl_50": "no checkpoint + KL, 50 steps"}
+    for key, name in names.items():
+        lines.append(f"| {name} | {m[key]['rss_before_mib']:.0f} | {m[key]['peak_mib']:.0f} | "
+                     f"{m[key]['increase_mib']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.memory_child:
+        spec = json.loads(args.memory_child)
+        result = measure_memory(
+            Setup(**spec["setup"]), spec["steps"], spec["checkpoint"], spec["reference"]
+        )
+        print(json.dumps(result))
+        return
+    result = run(Setup(), args.repeats)
+    text = report(result)
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "engine.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "engine.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
