@@ -41,9 +41,8 @@ class MoleculeDiffusion(SequenceDiffusion):
         seq_len: int,
         pad_symbol: str | None = PAD_SYMBOL,
         mode: Literal["pretrain", "finetune"] = "pretrain",
-        # frozen dataclasses: immutable defaults that LightningCLI shows in the config schema
-        schedule: ScheduleConfig = ScheduleConfig(),  # noqa: B008
-        sampler: SamplerConfig = SamplerConfig(),  # noqa: B008
+        schedule: ScheduleConfig = ScheduleConfig(),
+        sampler: SamplerConfig = SamplerConfig(),
         kl_weight: float = 0.1,
         learn_initial_noise: bool = False,
         cond_dropout: float = 0.0,
