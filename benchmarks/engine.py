@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/engine.py            # prints a table; writes benchmarks/results/engine.{json,md}
+    python benchmarks/engine.py   # prints a table, writes benchmarks/results/engine.{json,md}
 
 What it measures, with one ``SequenceDenoiser`` and one batch throughout:
 
@@ -48,7 +48,12 @@ from seiko.diffusion import GaussianSampler, NoiseSchedule
 from seiko.nets import SequenceDenoiser
 
 RESULTS = Path(__file__).parent / "results"
-TARGETS = {"finetune_plain": 3.5, "finetune_ckpt_kl": 5.5, "memory_50_vs_10": 1.3, "vs_diffusers": 1.05}
+TARGETS = {
+    "finetune_plain": 3.5,
+    "finetune_ckpt_kl": 5.5,
+    "memory_50_vs_10": 1.3,
+    "vs_diffusers": 1.05,
+}
 
 
 @dataclass(frozen=True)
@@ -61,16 +66,14 @@ class Setup:
     d_model: int = 128
     n_layers: int = 3
     n_heads: int = 4
-    timing_steps: int = 20
+    timing_steps: int = 10
     num_train_timesteps: int = 1000
 
 
 def build(setup: Setup) -> tuple[nn.Module, nn.Module, DDIMScheduler, torch.Tensor]:
     """Denoiser, frozen reference (a perturbed copy, so the KL is not zero), scheduler, x_T."""
     torch.manual_seed(0)
-    net = SequenceDenoiser(
-        setup.vocab, setup.seq_len, setup.d_model, setup.n_layers, setup.n_heads
-    )
+    net = SequenceDenoiser(setup.vocab, setup.seq_len, setup.d_model, setup.n_layers, setup.n_heads)
     reference = copy.deepcopy(net)
     with torch.no_grad():
         for p in reference.parameters():
@@ -97,6 +100,7 @@ def finetune_step(
 
 
 def sample_ours(sampler: GaussianSampler, net: nn.Module, x_T: torch.Tensor) -> torch.Tensor:
+    """No-grad sampling as ``DiffusionModule.sample`` does it: eval mode, x_T (B, L, V) -> x0."""
     net.eval()
     return sampler(net, x_T).x0
 
@@ -115,22 +119,28 @@ def sample_diffusers(
     return x
 
 
-def model_costs(net: nn.Module, reference: nn.Module, x: torch.Tensor) -> dict[str, Callable]:
-    """One denoiser call of each kind the chains make, to split a ratio into model and engine."""
+def model_costs(
+    net: nn.Module, reference: nn.Module, x: torch.Tensor, calls: int
+) -> dict[str, Callable]:
+    """``calls`` denoiser calls of each kind a chain of that many steps makes, without the chain:
+    what the model alone costs, to split a ratio into the model's part and the engine's."""
     t = torch.full((x.shape[0],), 500, dtype=torch.long)
 
     def forward_no_grad() -> None:
         net.eval()
         with torch.no_grad():
-            net(x, t)
+            for _ in range(calls):
+                net(x, t)
 
     def forward_backward() -> None:
         net.train()
         net.zero_grad(set_to_none=True)
-        net(x.detach().requires_grad_(True), t).sum().backward()
+        for _ in range(calls):
+            net(x.detach().requires_grad_(True), t).sum().backward()
 
     def reference_forward_backward() -> None:  # input gradient only: the reference is frozen
-        reference(x.detach().requires_grad_(True), t).sum().backward()
+        for _ in range(calls):
+            reference(x.detach().requires_grad_(True), t).sum().backward()
 
     return {
         "model_forward_no_grad": forward_no_grad,
@@ -154,13 +164,23 @@ def time_interleaved(fns: dict[str, Callable], repeats: int) -> dict[str, list[f
     return times
 
 
-def paired_ratio(times: dict[str, list[float]], num: str, den: str) -> float:
-    """Median over repeats of num/den measured within the same repeat."""
-    return statistics.median(a / b for a, b in zip(times[num], times[den], strict=True))
+def paired_ratios(times: dict[str, list[float]], num: str, den: str) -> list[float]:
+    """num/den for each repeat (both measured within it), sorted."""
+    return sorted(a / b for a, b in zip(times[num], times[den], strict=True))
+
+
+class Cheap(nn.Module):
+    """A denoiser that costs next to nothing, so the loop around it is all that is timed."""
+
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return 0.5 * x
 
 
 # ---------------------------------------------------------------------------------------- memory
 def _status_kb(field: str) -> int:
+    """A field of /proc/self/status in KiB (VmRSS: resident set now; VmHWM: its peak)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
@@ -193,20 +213,36 @@ def measure_memory(setup: Setup, steps: int, checkpoint: bool, reference: bool) 
         peak = _status_kb("VmHWM")
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"rss_before_mib": before / 1024, "peak_mib": peak / 1024,
-            "increase_mib": (peak - before) / 1024, "method": method}
+    return {
+        "rss_before_mib": before / 1024,
+        "peak_mib": peak / 1024,
+        "increase_mib": (peak - before) / 1024,
+        "method": method,
+    }
 
 
 def memory_in_subprocess(setup: Setup, steps: int, checkpoint: bool, reference: bool) -> dict:
-    spec = json.dumps({"setup": asdict(setup), "steps": steps, "checkpoint": checkpoint,
-                       "reference": reference})
+    """``measure_memory`` in a fresh process (this script with --memory-child), same threads."""
+    spec = json.dumps(
+        {"setup": asdict(setup), "steps": steps, "checkpoint": checkpoint, "reference": reference}
+    )
     # A fixed mmap threshold makes glibc serve every block >= 64 KiB (every tensor that matters)
     # with its own mapping, returned to the kernel when freed; with the default dynamic threshold
     # freed blocks may stay in the heap, and the resident set would overstate live memory.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     proc = subprocess.run(
-        [sys.executable, __file__, "--memory-child", spec],
-        env=env, capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            __file__,
+            "--memory-child",
+            spec,
+            "--threads",
+            str(torch.get_num_threads()),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"memory child {spec} failed:\n{proc.stderr}")
@@ -215,42 +251,56 @@ def memory_in_subprocess(setup: Setup, steps: int, checkpoint: bool, reference: 
 
 # ------------------------------------------------------------------------------------------ main
 def run(setup: Setup, repeats: int) -> dict:
+    """All measurements; the dict written to engine.json."""
     net, reference, scheduler, x_T = build(setup)
     schedule = NoiseSchedule.from_scheduler(scheduler)
     steps = setup.timing_steps
     plain = GaussianSampler(schedule, num_steps=steps, eta=1.0)
     ckpt = GaussianSampler(schedule, num_steps=steps, eta=1.0, checkpoint=True)
-    fns = {
-        "sample_ours": lambda: sample_ours(plain, net, x_T),
-        "sample_diffusers": lambda: sample_diffusers(scheduler, steps, net, x_T),
-        "finetune_plain": lambda: finetune_step(plain, net, None, x_T),
-        "finetune_ckpt_kl": lambda: finetune_step(ckpt, net, reference, x_T),
-        **model_costs(net, reference, x_T),
-    }
-    times = time_interleaved(fns, repeats)
-    median = {name: statistics.median(ts) for name, ts in times.items()}
     F = "model_forward_no_grad"
+    times = time_interleaved(
+        {
+            "sample_ours": lambda: sample_ours(plain, net, x_T),
+            "sample_diffusers": lambda: sample_diffusers(scheduler, steps, net, x_T),
+            "finetune_plain": lambda: finetune_step(plain, net, None, x_T),
+            "finetune_ckpt_kl": lambda: finetune_step(ckpt, net, reference, x_T),
+            **model_costs(net, reference, x_T, steps),
+        },
+        repeats,
+    )
     ratios = {
-        "finetune_plain": paired_ratio(times, "finetune_plain", "sample_ours"),
-        "finetune_ckpt_kl": paired_ratio(times, "finetune_ckpt_kl", "sample_ours"),
-        "vs_diffusers": paired_ratio(times, "sample_ours", "sample_diffusers"),
+        "finetune_plain": paired_ratios(times, "finetune_plain", "sample_ours"),
+        "finetune_ckpt_kl": paired_ratios(times, "finetune_ckpt_kl", "sample_ours"),
+        "vs_diffusers": paired_ratios(times, "sample_ours", "sample_diffusers"),
     }
-    # What the model alone costs per step, in units of one no-grad forward pass: a plain
-    # fine-tuning step is one forward+backward; a checkpointed one with a KL reference is the
-    # forward of both models, their recomputation in the backward pass, and both backward passes.
-    fb = paired_ratio(times, "model_forward_backward", F)
-    ref_fb = paired_ratio(times, "reference_forward_backward", F)
-    ref_f = 1.0  # the reference's forward costs what the denoiser's does (same architecture)
-    model_floor = {"finetune_plain": fb, "finetune_ckpt_kl": fb + 1.0 + ref_f + ref_fb}
+    # What the model alone costs, in no-grad forward passes per step: a plain fine-tuning step is
+    # one forward+backward; a checkpointed one with a KL reference is that, plus the denoiser's
+    # recomputation, plus the reference's forward (its cost taken as the denoiser's: the same
+    # architecture) and its recomputation-and-backward (for its input only: it is frozen).
+    fb = statistics.median(paired_ratios(times, "model_forward_backward", F))
+    ref_fb = statistics.median(paired_ratios(times, "reference_forward_backward", F))
+    model_only = {"finetune_plain": fb, "finetune_ckpt_kl": fb + 1.0 + 1.0 + ref_fb}
+
+    # The loop around the model alone: the same chains with a denoiser that costs nothing.
+    long_plain = GaussianSampler(schedule, num_steps=50, eta=1.0)
+    overhead = time_interleaved(
+        {
+            "sample_ours": lambda: sample_ours(long_plain, Cheap(), x_T),
+            "sample_diffusers": lambda: sample_diffusers(scheduler, 50, Cheap(), x_T),
+        },
+        repeats=21,
+    )
+    overhead_ms = {k: 1e3 * statistics.median(v) / 50 for k, v in overhead.items()}
 
     memory = {
         "ckpt_kl_50": memory_in_subprocess(setup, 50, checkpoint=True, reference=True),
         "ckpt_kl_10": memory_in_subprocess(setup, 10, checkpoint=True, reference=True),
         "plain_kl_50": memory_in_subprocess(setup, 50, checkpoint=False, reference=True),
     }
-    ratios["memory_50_vs_10"] = (
+    ratios["memory_50_vs_10"] = [
         memory["ckpt_kl_50"]["increase_mib"] / memory["ckpt_kl_10"]["increase_mib"]
-    )
+    ]
+    value = {k: statistics.median(v) for k, v in ratios.items()}
     return {
         "setup": asdict(setup),
         "repeats": repeats,
@@ -258,70 +308,93 @@ def run(setup: Setup, repeats: int) -> dict:
         "torch": torch.__version__,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "load_average_1min_at_end": os.getloadavg()[0],
-        "median_seconds": median,
-        "ratios": ratios,
-        "model_floor": model_floor,
+        "median_seconds": {k: statistics.median(v) for k, v in times.items()},
+        "ratio": value,
+        "ratio_range": {k: [v[0], v[-1]] for k, v in ratios.items()},
+        "model_only": model_only,
+        "step_overhead_ms": overhead_ms,
         "targets": TARGETS,
-        "pass": {k: ratios[k] <= TARGETS[k] for k in TARGETS},
+        "pass": {k: value[k] <= TARGETS[k] for k in TARGETS},
         "memory": memory,
     }
 
 
 def report(result: dict) -> str:
-    """The markdown table printed and written to engine.md."""
-    s, r, f, m = result["setup"], result["ratios"], result["model_floor"], result["memory"]
-    t = result["median_seconds"]
-    verdict = {k: "PASS" if v else "FAIL" for k, v in result["pass"].items()}
+    """The markdown text printed and written to engine.md."""
+    s, m = result["setup"], result["memory"]
+    ratio, spread, model_only = result["ratio"], result["ratio_range"], result["model_only"]
+    rows = {
+        "finetune_plain": "(a) fine-tune step / no-grad sampling, no checkpoint, no KL",
+        "finetune_ckpt_kl": "(a) fine-tune step / no-grad sampling, checkpoint + KL reference",
+        "memory_50_vs_10": "(b) peak memory increase, checkpoint + KL, 50 steps / 10 steps",
+        "vs_diffusers": "(c) GaussianSampler / diffusers DDIMScheduler.step loop, no grad",
+    }
     lines = [
         "# Engine benchmark (CPU)",
         "",
         f"SequenceDenoiser B={s['batch']} L={s['seq_len']} V={s['vocab']} d_model={s['d_model']} "
-        f"layers={s['n_layers']}; DDIM eta=1, {s['timing_steps']} steps for timings; "
-        f"torch {result['torch']}, {result['threads']} threads, {result['machine']}; "
-        f"{result['repeats']} repeats, median of per-repeat ratios; "
-        f"1-min load average at the end: {result['load_average_1min_at_end']:.1f}.",
+        f"layers={s['n_layers']} heads={s['n_heads']}; DDIM eta=1, {s['timing_steps']} steps "
+        f"for the timings; torch {result['torch']}, {result['threads']} threads, "
+        f"{result['machine']}; 1-min load average at the end: "
+        f"{result['load_average_1min_at_end']:.1f}. Timing ratios: median (min-max) over "
+        f"{result['repeats']} repeats of the ratio within a repeat.",
         "",
-        "| measurement | value | target | model-only floor | verdict |",
+        "| measurement | value (min-max) | target | model alone | verdict |",
         "|---|---|---|---|---|",
-        f"| (a) fine-tune / sample, no checkpoint, no KL | {r['finetune_plain']:.2f}x | <= "
-        f"{TARGETS['finetune_plain']}x | {f['finetune_plain']:.2f}x | {verdict['finetune_plain']} |",
-        f"| (a) fine-tune / sample, checkpoint + KL reference | {r['finetune_ckpt_kl']:.2f}x | <= "
-        f"{TARGETS['finetune_ckpt_kl']}x | {f['finetune_ckpt_kl']:.2f}x | "
-        f"{verdict['finetune_ckpt_kl']} |",
-        f"| (b) peak memory, checkpoint + KL, 50 / 10 steps | {r['memory_50_vs_10']:.2f}x | <= "
-        f"{TARGETS['memory_50_vs_10']}x | | {verdict['memory_50_vs_10']} |",
-        f"| (c) GaussianSampler / diffusers DDIM loop, no grad | {r['vs_diffusers']:.3f}x | <= "
-        f"{TARGETS['vs_diffusers']}x | | {verdict['vs_diffusers']} |",
+    ]
+    for key, name in rows.items():
+        low, high = spread[key]
+        floor = f"{model_only[key]:.2f}x" if key in model_only else ""
+        verdict = "PASS" if result["pass"][key] else "FAIL"
+        lines.append(
+            f"| {name} | {ratio[key]:.3f}x ({low:.2f}-{high:.2f}) | <= {TARGETS[key]}x | "
+            f"{floor} | {verdict} |"
+        )
+    overhead = result["step_overhead_ms"]
+    lines += [
         "",
         "Median seconds per call: "
-        + ", ".join(f"{name} {sec:.3f}" for name, sec in t.items())
+        + ", ".join(f"{name} {sec:.3f}" for name, sec in result["median_seconds"].items())
         + ".",
         "",
-        "Model-only floor: the denoiser's own forward/backward cost per chain step, in units of "
-        "one no-grad forward, with no engine overhead at all: forward+backward for the plain step; "
-        "forward of denoiser and reference, their recomputation, and both backward passes (the "
-        "reference's for its input only) for the checkpointed step with KL.",
+        "Model alone: the denoiser's own cost, in no-grad forward passes per chain step, of the "
+        "calls each fine-tuning step makes, timed outside any chain (an estimate: here every "
+        "call has its own backward pass): forward+backward for the plain step; for the "
+        "checkpointed step with a KL reference, that plus the denoiser's recomputation, the "
+        "reference's forward (taken as one denoiser forward: same architecture), and the "
+        "reference's recomputation and backward for its input only (it is frozen, but the "
+        "exact gradient flows through its input x_t into the earlier steps).",
         "",
-        "(b) Peak memory: increase of the resident set's high-water mark (VmHWM, reset with "
-        "/proc/self/clear_refs) over the resident set just before one fine-tuning step, in a fresh "
-        "process per configuration, glibc mmap threshold fixed at 64 KiB (MALLOC_MMAP_THRESHOLD_) "
-        "so freed tensors leave the resident set:",
+        f"Loop overhead per step with a denoiser that costs nothing (50 steps): GaussianSampler "
+        f"{overhead['sample_ours']:.3f} ms, diffusers loop {overhead['sample_diffusers']:.3f} ms "
+        "(both draw the same Gaussian noise).",
+        "",
+        "(b) Peak memory: increase of the resident set's high-water mark (VmHWM, reset by writing "
+        "5 to /proc/self/clear_refs) over the resident set (VmRSS) just before one fine-tuning "
+        "step with a KL reference, after a 1-step warm-up, in a fresh process per configuration, "
+        "with glibc's mmap threshold fixed at 64 KiB (MALLOC_MMAP_THRESHOLD_) so freed tensors "
+        "leave the resident set:",
         "",
         "| configuration | RSS before (MiB) | peak (MiB) | increase (MiB) |",
         "|---|---|---|---|",
     ]
-    names = {"ckpt_kl_50": "checkpoint + KL, 50 steps", "ckpt_kl_10": "checkpoint + KL, 10 steps",
-             "plain_kl_50": "no checkpoint + KL, 50 steps"}
+    names = {
+        "ckpt_kl_50": "checkpoint + KL, 50 steps",
+        "ckpt_kl_10": "checkpoint + KL, 10 steps",
+        "plain_kl_50": "no checkpoint + KL, 50 steps",
+    }
     for key, name in names.items():
-        lines.append(f"| {name} | {m[key]['rss_before_mib']:.0f} | {m[key]['peak_mib']:.0f} | "
-                     f"{m[key]['increase_mib']:.0f} |")
+        lines.append(
+            f"| {name} | {m[key]['rss_before_mib']:.0f} | {m[key]['peak_mib']:.0f} | "
+            f"{m[key]['increase_mib']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

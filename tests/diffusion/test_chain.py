@@ -97,8 +97,9 @@ def test_trajectory_and_kl_per_step_match_single_steps():
     net, ref = tiny_denoiser(0).eval(), tiny_denoiser(1).eval()
     schedule = NoiseSchedule.create()
     sampler = GaussianSampler(schedule, num_steps=STEPS, eta=0.7, kl_reduction="sum")
-    out = sampler(net, torch.randn(B, L, V), reference=ref, noises=fixed_noises(),
-                  return_trajectory=True)
+    out = sampler(
+        net, torch.randn(B, L, V), reference=ref, noises=fixed_noises(), return_trajectory=True
+    )
     assert len(out.trajectory) == STEPS + 1
     assert all(not x.requires_grad for x in out.trajectory)
     timesteps = sampler.timesteps + [-1]
@@ -120,6 +121,21 @@ def test_kl_to_itself_is_zero():
     out = sampler(net, torch.randn(B, L, V), reference=copy.deepcopy(net), grad=True)
     assert torch.equal(out.kl, torch.zeros(B))
     assert out.x0.requires_grad and out.kl.requires_grad
+
+
+def test_reference_is_skipped_on_deterministic_steps():
+    # DDIM's last step to x0 (final alpha 1) has std 0, and eta=0 makes every step deterministic:
+    # no KL term there, so the reference is not evaluated there.
+    schedule = NoiseSchedule.create()
+    x_T = torch.randn(B, L, V)
+    for eta, expected_calls in ((1.0, STEPS - 1), (0.0, 0)):
+        ref = Recorder(tiny_denoiser(1))
+        out = GaussianSampler(schedule, num_steps=STEPS, eta=eta)(
+            tiny_denoiser(), x_T, reference=ref
+        )
+        assert len(ref.calls) == expected_calls
+        assert torch.equal(out.kl_per_step[-1], torch.zeros(B))
+        assert (out.kl > 0).all() == (eta > 0)
 
 
 @pytest.mark.parametrize("truncate", [None, 3])

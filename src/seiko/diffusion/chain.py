@@ -187,8 +187,9 @@ class GaussianSampler:
                     if noises is not None
                     else torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
                 )
-                mean = torch.add(mean, noise, alpha=coef.std)
-            x = mean
+                x = torch.add(mean, noise, alpha=coef.std)
+            else:
+                x = mean
             kls.append(no_kl if kl is None else kl)
             if return_trajectory:
                 trajectory.append(x.detach())

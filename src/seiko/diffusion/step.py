@@ -128,10 +128,7 @@ def step_coefficients(
 def step_mean(
     schedule: NoiseSchedule, coef: StepCoefficients, model_output: Tensor, x_t: Tensor
 ) -> Tensor:
-    """Mean of the step's Gaussian, (B, ...), from the model output and x_t, both (B, ...).
-
-    Always a new tensor (never an alias of an input), so a caller may update it in place.
-    """
+    """Mean of the step's Gaussian, (B, ...), from the model output and x_t, both (B, ...)."""
     if schedule.clip_sample is None:
         return torch.add(model_output * coef.mean_out, x_t, alpha=coef.mean_x)
     # Clamping x0 is not linear: go through pred_x0 and the eps re-derived from it.
