@@ -81,9 +81,7 @@ def test_fatal_names_the_first_bad_line(csv_file: Path):
         dm.setup()
 
 
-def test_too_long_for_seq_len_is_an_invalid_line(
-    csv_file: Path, caplog: pytest.LogCaptureFixture
-):
+def test_too_long_for_seq_len_is_an_invalid_line(csv_file: Path, caplog: pytest.LogCaptureFixture):
     limit = len(tokens(ASPIRIN)) - 1
     dm = make(csv_file, seq_len=limit)
     with caplog.at_level(logging.WARNING, logger="seiko.datamodules.molecules"):

@@ -76,8 +76,13 @@ def test_one_step_with_a_logger_and_checkpoint_keep_the_vocabulary(
     # a real logger, unlike fast_dev_run: Lightning then checks that the module's and the
     # datamodule's hyper-parameters agree wherever they share a key (vocabulary, seq_len, ...)
     trainer = L.Trainer(
-        accelerator="cpu", max_steps=1, limit_val_batches=1, logger=CSVLogger(tmp_path),
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+        max_steps=1,
+        limit_val_batches=1,
+        logger=CSVLogger(tmp_path),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     trainer.fit(module, datamodule=moses)
     designs = trainer.predict(module, dataloaders=moses.predict_dataloader())

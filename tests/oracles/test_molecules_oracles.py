@@ -37,7 +37,11 @@ BAD = ["", "   ", None, "C1CC", "not a smiles"]
 
 def all_oracles() -> list[Oracle]:
     return [
-        QED(), SAScore(), SAScore(normalized=True), LogP(), PenalizedLogP(),
+        QED(),
+        SAScore(),
+        SAScore(normalized=True),
+        LogP(),
+        PenalizedLogP(),
         TanimotoSimilarity(ASPIRIN),
         MultiPropertyOracle([PropertyObjective("qed", low=0.0, high=1.0)]),
     ]
@@ -148,8 +152,10 @@ def test_multi_property_is_the_weighted_geometric_mean_by_hand():
     assert oracle([ASPIRIN]).item() == pytest.approx(expected, rel=1e-12)
     # one desirability at 0 sinks the score; an invalid molecule is NaN
     zero = MultiPropertyOracle(
-        [{"property": "qed", "low": 0.0, "high": 1.0}, {"property": "tpsa", "transform": "step",
-                                                        "low": 500.0}]
+        [
+            {"property": "qed", "low": 0.0, "high": 1.0},
+            {"property": "tpsa", "transform": "step", "low": 500.0},
+        ]
     )
     assert zero([ASPIRIN]).item() == 0.0 and math.isnan(zero(["C1CC"]).item())
     with pytest.raises(ValueError, match="at least one objective"):

@@ -14,6 +14,20 @@ Uehara et al. 2024 "SEIKO"):
     with ``truncate_min=k`` K is drawn uniformly from {k, ..., truncate} at every call, AlignProp's
     randomised truncation, which keeps the expected gradient informative about early steps
     without paying for all of them each time.
+
+The KL's gradient (``kl_gradient``). KL_t = ||mu_theta(x_t) - mu_ref(x_t)||^2 / (2 sigma_t^2) is
+evaluated on the trained chain's own x_t, which depends on theta through the earlier steps. Its
+exact pathwise gradient therefore also flows through the reference's input: d mu_ref / d x_t.
+  * ``"exact"`` keeps that term. With checkpointing, the reference is then recomputed and
+    backpropagated (for its input) at every step: about 8 forward passes per step in all, against
+    about 5 without it (measured in benchmarks/engine.py).
+  * ``"detached"`` (the default) evaluates the reference network under ``no_grad`` on x_t and
+    treats its output as a constant; the gradient keeps the mu_theta side of the pathwise term and
+    drops only the reference network's d(output)/d x_t (the step mean's own x_t term, the same in
+    both means, stays differentiable and cancels). The KL's value is the same number. Public
+    SEIKO/AlignProp-style code does the same: the old model's prediction is taken without
+    gradient. The dropped term is weighted by the mean difference, so it vanishes where the two
+    models agree, which the KL keeps them close to.
 """
 
 from __future__ import annotations
@@ -21,6 +35,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -38,6 +53,9 @@ from seiko.diffusion.step import (
 
 #: A denoiser maps (x_t (B, ...), t (B,) long, cond or None) to its output (B, ...).
 Denoiser = Callable[[Tensor, Tensor, Tensor | None], Tensor]
+
+#: How the KL's gradient treats the reference's input (see the module docstring).
+KLGradient = Literal["detached", "exact"]
 
 
 @dataclass
@@ -71,6 +89,8 @@ class GaussianSampler:
         truncate: only the last ``truncate`` steps carry gradient (None: all of them).
         truncate_min: if set, the number of gradient steps is drawn from {truncate_min..truncate}.
         kl_reduction: "sum" (the KL) or "mean" (per-dimension average, see diffusion.step).
+        kl_gradient: "detached" (reference taken without gradient, ~5 forwards per checkpointed
+            step) or "exact" (gradient also through the reference's input, ~8); see above.
     """
 
     schedule: NoiseSchedule
@@ -82,8 +102,11 @@ class GaussianSampler:
     truncate: int | None = None
     truncate_min: int | None = None
     kl_reduction: KLReduction = "mean"
+    kl_gradient: KLGradient = "detached"
 
     def __post_init__(self) -> None:
+        if self.kl_gradient not in ("detached", "exact"):
+            raise ValueError(f"kl_gradient must be 'detached' or 'exact', got {self.kl_gradient!r}")
         self.timesteps = self.schedule.timesteps(self.num_steps, self.spacing)
         prev = self.timesteps[1:] + [-1]
         self.coefficients: list[StepCoefficients] = [
@@ -170,8 +193,16 @@ class GaussianSampler:
         x = x_T
         kls: list[Tensor] = []
         trajectory = [x_T.detach()] if return_trajectory else []
+        detached = self.kl_gradient == "detached"
         for i, coef in enumerate(self.coefficients):
-            args = (denoiser, reference, x, t_tensors[i], cond, coef)
+            step_reference: Denoiser | Tensor | None = reference
+            if reference is not None and detached and coef.std > 0 and grad and i >= n - k:
+                # The reference network's output as a constant, computed once, outside any
+                # checkpoint: neither recomputed nor backpropagated. Only the network is cut off:
+                # the step mean's own x_t term stays differentiable (it cancels in the KL).
+                with torch.no_grad():
+                    step_reference = reference(x, t_tensors[i], cond)
+            args = (denoiser, step_reference, x, t_tensors[i], cond, coef)
             if not (grad and i >= n - k):
                 with torch.no_grad():
                     mean, kl = self._step(*args)
@@ -201,7 +232,7 @@ class GaussianSampler:
     def _step(
         self,
         denoiser: Denoiser,
-        reference: Denoiser | None,
+        reference: Denoiser | Tensor | None,
         x: Tensor,
         t: Tensor,
         cond: Tensor | None,
@@ -209,11 +240,13 @@ class GaussianSampler:
     ) -> tuple[Tensor, Tensor | None]:
         """The step's mean (B, ...) and its KL term (B,), or None without a reference.
 
-        A deterministic step (std 0) has no KL term (see ``gaussian_kl``), so the reference is not
-        even evaluated there.
+        ``reference`` is the reference denoiser, or its output at (x, t) already computed (a
+        constant, for ``kl_gradient="detached"``). A deterministic step (std 0) has no KL term (see
+        ``gaussian_kl``), so the reference is not even evaluated there.
         """
         mean = step_mean(self.schedule, coef, denoiser(x, t, cond), x)
         if reference is None or coef.std == 0:
             return mean, None
-        ref_mean = step_mean(self.schedule, coef, reference(x, t, cond), x)
+        ref_out = reference if isinstance(reference, Tensor) else reference(x, t, cond)
+        ref_mean = step_mean(self.schedule, coef, ref_out, x)
         return mean, gaussian_kl(mean, ref_mean, coef.std, self.kl_reduction)

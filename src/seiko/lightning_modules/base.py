@@ -29,6 +29,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from seiko.diffusion import GaussianSampler, InitialNoise, NoiseSchedule
+from seiko.diffusion.chain import KLGradient
 from seiko.diffusion.schedule import BetaSchedule, PredictionType, TimestepSpacing
 from seiko.diffusion.step import KLReduction, SamplerKind
 
@@ -51,6 +52,9 @@ class SamplerConfig:
 
     ``kl_reduction="mean"`` averages the squared mean difference over data dimensions, so one
     ``kl_weight`` works whatever the design's size; ``"sum"`` is the exact KL (see diffusion.step).
+    ``kl_gradient="detached"`` takes the reference's prediction without gradient (the public SEIKO
+    and AlignProp code's choice, ~5 forwards per checkpointed step); ``"exact"`` also backpropagates
+    through the reference's input (~8); see ``seiko.diffusion.chain``.
     """
 
     kind: SamplerKind = "ddim"
@@ -61,6 +65,7 @@ class SamplerConfig:
     truncate: int | None = None
     truncate_min: int | None = None
     kl_reduction: KLReduction = "mean"
+    kl_gradient: KLGradient = "detached"
 
 
 def _batch_size(batch: Any) -> int:
