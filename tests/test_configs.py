@@ -28,8 +28,24 @@ def test_config_parses_and_instantiates(config, monkeypatch, tmp_path):
         args += ["--model.init_args.pretrained_checkpoint", str(ckpt)]
         if "vocabulary:" in text:
             args += ["--data.init_args.vocabulary", str(ckpt)]
+    if "autoencoder_checkpoint:" in text:  # stage 2 of latent diffusion: stage 1's weights
+        args += [
+            "--model.init_args.autoencoder_checkpoint",
+            str(_autoencoder_weights(tmp_path, args)),
+        ]
     cli = build_cli(args, run=False)
     assert cli.model is not None and cli.datamodule is not None and cli.trainer is not None
+
+
+def _autoencoder_weights(tmp_path: Path, args: list[str]) -> Path:
+    """Untrained ``autoencoder.*`` weights of the config's own architecture (what stage 1 gives)."""
+    import torch
+
+    cli = build_cli([*args, "--model.init_args.autoencoder_checkpoint", "null"], run=False)
+    state = {f"autoencoder.{k}": v for k, v in cli.model.autoencoder.state_dict().items()}
+    path = tmp_path / "autoencoder.ckpt"
+    torch.save({"state_dict": state}, path)
+    return path
 
 
 def _tiny_checkpoint(tmp_path: Path, config: Path) -> Path:

@@ -384,7 +384,8 @@ class MoleculeDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ loaders
     def _collate(self, items: list[tuple[torch.Tensor]]) -> dict[str, torch.Tensor]:
         idx = torch.stack([it[0] for it in items])
-        return {"x": torch.nn.functional.one_hot(idx, len(self._vocabulary)).float() * 2 - 1}
+        one_hot = torch.nn.functional.one_hot(idx, len(self._vocabulary)).float() * 2 - 1
+        return {"x": one_hot, "tokens": idx}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self._sets[split]

@@ -7,13 +7,17 @@ from seiko.lightning_modules.base import (
     SequenceDiffusion,
     straight_through_one_hot,
 )
-from seiko.lightning_modules.molecules import MoleculeDiffusion
+from seiko.lightning_modules.latent import LatentSequenceDiffusion, SequenceAutoencoderModule
+from seiko.lightning_modules.molecules import LatentMoleculeDiffusion, MoleculeDiffusion
 
 __all__ = [
     "DiffusionModule",
+    "LatentMoleculeDiffusion",
+    "LatentSequenceDiffusion",
     "MoleculeDiffusion",
     "SamplerConfig",
     "ScheduleConfig",
+    "SequenceAutoencoderModule",
     "SequenceDiffusion",
     "straight_through_one_hot",
 ]

@@ -68,6 +68,19 @@ class SamplerConfig:
     kl_gradient: KLGradient = "detached"
 
 
+def nets_to_ignore(*names: str) -> list[str]:
+    """What ``save_hyperparameters`` must leave out: the networks (and the optimizer factory)
+    when they came as Python objects, which do not belong in hyper-parameters; nothing but the
+    optimizer when LightningCLI built the module, whose hyper-parameters are then the config
+    (class paths and arguments), so ``LightningModule.load_from_checkpoint(path)`` rebuilds the
+    networks from the checkpoint alone."""
+    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+
+    if _given_hyperparameters.get() is not None:
+        return ["optimizer"]
+    return [*names, "optimizer"]
+
+
 def _batch_size(batch: Any) -> int:
     if isinstance(batch, dict):
         for value in batch.values():
@@ -122,7 +135,7 @@ class DiffusionModule(L.LightningModule):
         # checkpoints store the two configs as dicts (see below): accept those when reloading
         schedule = ScheduleConfig(**schedule) if isinstance(schedule, dict) else schedule
         sampler = SamplerConfig(**sampler) if isinstance(sampler, dict) else sampler
-        self.save_hyperparameters(ignore=["denoiser", "optimizer"])
+        self.save_hyperparameters(ignore=nets_to_ignore("denoiser", "autoencoder"))
         # dataclasses are stored as plain dicts so checkpoints load with weights_only=True
         self.hparams["schedule"], self.hparams["sampler"] = asdict(schedule), asdict(sampler)
         self.denoiser = denoiser
@@ -321,7 +334,69 @@ def straight_through_one_hot(x0: Tensor, temperature: float = 1.0) -> Tensor:
     return hard + soft - soft.detach()
 
 
-class SequenceDiffusion(DiffusionModule):
+class SequenceVocabulary:
+    """Strings <-> token ids over a fixed vocabulary, for the sequence modules.
+
+    The class using it sets ``vocabulary``, ``seq_len`` and ``pad_symbol`` (``_set_vocabulary``);
+    domains override ``tokenize``/``detokenize`` (SELFIES splits on brackets).
+    """
+
+    vocabulary: list[str]
+    seq_len: int
+    pad_symbol: str | None
+
+    def _set_vocabulary(self, vocabulary: list[str], seq_len: int, pad_symbol: str | None) -> None:
+        if len(set(vocabulary)) != len(vocabulary) or len(vocabulary) < 2:
+            raise ValueError(f"vocabulary must have >= 2 distinct symbols, got {vocabulary}")
+        if pad_symbol is not None and pad_symbol not in vocabulary:
+            raise ValueError(f"pad_symbol {pad_symbol!r} is not in the vocabulary {vocabulary}")
+        if seq_len < 1:
+            raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+        self.vocabulary = list(vocabulary)
+        self.seq_len = seq_len
+        self.pad_symbol = pad_symbol
+        self._index = {s: i for i, s in enumerate(self.vocabulary)}
+
+    def tokenize(self, design: str) -> list[str]:
+        """Split a design string into symbols (one character each; SELFIES overrides)."""
+        return list(design)
+
+    def detokenize(self, symbols: list[str]) -> str:
+        return "".join(symbols)
+
+    def token_ids(self, designs: Sequence[str]) -> Tensor:
+        """Strings -> (B, L) long token ids, padded; unknown symbols or overlong designs raise."""
+        pad = self._index.get(self.pad_symbol) if self.pad_symbol is not None else None
+        rows = []
+        for n, design in enumerate(designs):
+            symbols = self.tokenize(design)
+            if len(symbols) > self.seq_len or (len(symbols) < self.seq_len and pad is None):
+                raise ValueError(
+                    f"design {n} ({design[:40]!r}) has {len(symbols)} symbols; the model takes "
+                    f"{self.seq_len}" + ("" if pad is not None else " exactly (no pad symbol)")
+                )
+            try:
+                ids = [self._index[s] for s in symbols]
+            except KeyError as err:
+                raise ValueError(
+                    f"design {n} ({design[:40]!r}) has symbol {err.args[0]!r} "
+                    "outside the vocabulary"
+                ) from None
+            rows.append(ids + [pad] * (self.seq_len - len(ids)))
+        return torch.tensor(rows, dtype=torch.long).reshape(len(rows), self.seq_len)
+
+    def strings(self, ids: Tensor, stop_at_pad: bool = False) -> list[str]:
+        """(B, L) token ids -> B strings, pads dropped (``stop_at_pad``: each ends at its first)."""
+        out = []
+        for row in ids.detach().cpu().tolist():
+            symbols = [self.vocabulary[i] for i in row]
+            if stop_at_pad and self.pad_symbol in symbols:
+                symbols = symbols[: symbols.index(self.pad_symbol)]
+            out.append(self.detokenize([s for s in symbols if s != self.pad_symbol]))
+        return out
+
+
+class SequenceDiffusion(SequenceVocabulary, DiffusionModule):
     """Continuous diffusion on one-hot sequences over a fixed alphabet.
 
     A design is a string; in model space it is a (L, V) one-hot matrix scaled to {-1, +1}
@@ -352,10 +427,7 @@ class SequenceDiffusion(DiffusionModule):
         pretrained_checkpoint: str | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
     ) -> None:
-        if len(set(vocabulary)) != len(vocabulary) or len(vocabulary) < 2:
-            raise ValueError(f"vocabulary must have >= 2 distinct symbols, got {vocabulary}")
-        if pad_symbol is not None and pad_symbol not in vocabulary:
-            raise ValueError(f"pad_symbol {pad_symbol!r} is not in the vocabulary {vocabulary}")
+        self._set_vocabulary(vocabulary, seq_len, pad_symbol)
         super().__init__(
             denoiser,
             data_shape=(seq_len, len(vocabulary)),
@@ -368,47 +440,14 @@ class SequenceDiffusion(DiffusionModule):
             pretrained_checkpoint=pretrained_checkpoint,
             optimizer=optimizer,
         )
-        self.vocabulary = list(vocabulary)
-        self.seq_len = seq_len
-        self.pad_symbol = pad_symbol
-        self._index = {s: i for i, s in enumerate(self.vocabulary)}
-
-    def tokenize(self, design: str) -> list[str]:
-        """Split a design string into symbols (one character each; SELFIES overrides)."""
-        return list(design)
-
-    def detokenize(self, symbols: list[str]) -> str:
-        return "".join(symbols)
 
     def decode(self, x: Tensor) -> list[str]:
-        idx = x.detach().argmax(-1).cpu().tolist()
-        return [
-            self.detokenize(
-                [self.vocabulary[i] for i in row if self.vocabulary[i] != self.pad_symbol]
-            )
-            for row in idx
-        ]
+        """(B, L, V) -> B strings: the argmax symbol per position, pads dropped."""
+        return self.strings(x.detach().argmax(-1))
 
     def encode(self, designs: Sequence[str]) -> Tensor:
         """Strings -> (B, L, V) one-hot in {-1, +1}; unknown symbols or overlong designs raise."""
-        pad = self._index.get(self.pad_symbol) if self.pad_symbol is not None else None
-        rows = []
-        for n, design in enumerate(designs):
-            symbols = self.tokenize(design)
-            if len(symbols) > self.seq_len or (len(symbols) < self.seq_len and pad is None):
-                raise ValueError(
-                    f"design {n} ({design[:40]!r}) has {len(symbols)} symbols; the model takes "
-                    f"{self.seq_len}" + ("" if pad is not None else " exactly (no pad symbol)")
-                )
-            try:
-                ids = [self._index[s] for s in symbols]
-            except KeyError as err:
-                raise ValueError(
-                    f"design {n} ({design[:40]!r}) has symbol {err.args[0]!r} "
-                    "outside the vocabulary"
-                ) from None
-            rows.append(ids + [pad] * (self.seq_len - len(ids)))
-        one_hot = nn.functional.one_hot(torch.tensor(rows, dtype=torch.long), len(self.vocabulary))
+        one_hot = nn.functional.one_hot(self.token_ids(designs), len(self.vocabulary))
         return one_hot.float() * 2 - 1
 
     def reward_input(self, x0: Tensor) -> Tensor:
@@ -418,6 +457,7 @@ class SequenceDiffusion(DiffusionModule):
 
 __all__ = [
     "DiffusionModule",
+    "SequenceVocabulary",
     "SamplerConfig",
     "ScheduleConfig",
     "SequenceDiffusion",

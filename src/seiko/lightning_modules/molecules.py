@@ -20,6 +20,28 @@ from torch import Tensor, nn
 
 from seiko.datamodules.molecules import PAD_SYMBOL, decode_selfies, encode_smiles
 from seiko.lightning_modules.base import SamplerConfig, ScheduleConfig, SequenceDiffusion
+from seiko.lightning_modules.latent import LatentSequenceDiffusion
+
+
+def _check_selfies_vocabulary(vocabulary: list[str]) -> None:
+    # A vocabulary of letters (a DNA config pointed at a molecule class) would join into strings
+    # SELFIES silently reads as nothing: refuse anything that is not one SELFIES token each.
+    not_tokens = [s for s in vocabulary if list(sf.split_selfies(s)) != [s]]
+    if not_tokens:
+        raise ValueError(
+            f"vocabulary entries {not_tokens[:5]} are not single SELFIES tokens like '[C]'"
+        )
+
+
+def _selfies_of(designs: Sequence[str]) -> list[str]:
+    """Canonical SELFIES of SMILES (any spelling); a bad one raises naming its index."""
+    selfies = []
+    for n, smiles in enumerate(designs):
+        try:
+            selfies.append(encode_smiles(smiles)[1])
+        except ValueError as err:
+            raise ValueError(f"design {n}: {err}") from None
+    return selfies
 
 
 class MoleculeDiffusion(SequenceDiffusion):
@@ -49,13 +71,7 @@ class MoleculeDiffusion(SequenceDiffusion):
         pretrained_checkpoint: str | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
     ) -> None:
-        # A vocabulary of letters (a DNA config pointed at this class) would join into strings
-        # SELFIES silently reads as nothing: refuse anything that is not one SELFIES token each.
-        not_tokens = [s for s in vocabulary if list(sf.split_selfies(s)) != [s]]
-        if not_tokens:
-            raise ValueError(
-                f"vocabulary entries {not_tokens[:5]} are not single SELFIES tokens like '[C]'"
-            )
+        _check_selfies_vocabulary(vocabulary)
         super().__init__(
             denoiser,
             vocabulary=vocabulary,
@@ -89,13 +105,67 @@ class MoleculeDiffusion(SequenceDiffusion):
             ValueError: a SMILES that does not parse or that SELFIES cannot express (naming its
                 index), or one whose tokens do not fit the vocabulary or ``seq_len``.
         """
-        selfies = []
-        for n, smiles in enumerate(designs):
-            try:
-                selfies.append(encode_smiles(smiles)[1])
-            except ValueError as err:
-                raise ValueError(f"design {n}: {err}") from None
-        return super().encode(selfies)
+        return super().encode(_selfies_of(designs))
 
 
-__all__ = ["MoleculeDiffusion"]
+class LatentMoleculeDiffusion(LatentSequenceDiffusion):
+    """Latent diffusion for molecules: a SELFIES autoencoder's latent space; designs are SMILES.
+
+    ``decode`` decodes each latent to SELFIES tokens (greedy, up to the first pad), then to a
+    canonical SMILES ("" if it is not a valid non-empty molecule). ``encode`` maps SMILES (any
+    spelling) to the posterior mean of their canonical SELFIES, so the learned reward sees one
+    point per molecule. See ``LatentSequenceDiffusion`` for the arguments.
+    """
+
+    def __init__(
+        self,
+        denoiser: nn.Module,
+        autoencoder: nn.Module,
+        vocabulary: list[str],
+        seq_len: int,
+        pad_symbol: str | None = PAD_SYMBOL,
+        autoencoder_checkpoint: str | None = None,
+        latent_scale: float | None = None,
+        decode_temperature: float = 0.0,
+        mode: Literal["pretrain", "finetune"] = "pretrain",
+        schedule: ScheduleConfig = ScheduleConfig(),
+        sampler: SamplerConfig = SamplerConfig(),
+        kl_weight: float = 0.1,
+        learn_initial_noise: bool = False,
+        cond_dropout: float = 0.0,
+        pretrained_checkpoint: str | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+    ) -> None:
+        _check_selfies_vocabulary(vocabulary)
+        super().__init__(
+            denoiser,
+            autoencoder,
+            vocabulary=vocabulary,
+            seq_len=seq_len,
+            pad_symbol=pad_symbol,
+            autoencoder_checkpoint=autoencoder_checkpoint,
+            latent_scale=latent_scale,
+            decode_temperature=decode_temperature,
+            mode=mode,
+            schedule=schedule,
+            sampler=sampler,
+            kl_weight=kl_weight,
+            learn_initial_noise=learn_initial_noise,
+            cond_dropout=cond_dropout,
+            pretrained_checkpoint=pretrained_checkpoint,
+            optimizer=optimizer,
+        )
+
+    def tokenize(self, design: str) -> list[str]:
+        return list(sf.split_selfies(design))
+
+    def decode(self, x: Tensor) -> list[str]:
+        """(B, latent_dim) -> B canonical SMILES; "" for a design that is not a valid molecule."""
+        return [decode_selfies(selfies) for selfies in super().decode(x)]
+
+    def encode(self, designs: Sequence[str]) -> Tensor:
+        """SMILES (any spelling) -> (B, latent_dim): the scaled posterior mean of their SELFIES."""
+        return super().encode(_selfies_of(designs))
+
+
+__all__ = ["LatentMoleculeDiffusion", "MoleculeDiffusion"]

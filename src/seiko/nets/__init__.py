@@ -1,5 +1,8 @@
-"""Denoisers: plain ``nn.Module``s with the signature ``forward(x_t, t, cond=None)``."""
+"""Networks: denoisers (plain ``nn.Module``s with ``forward(x_t, t, cond=None)``) and the
+sequence autoencoder whose latent space latent diffusion works in."""
 
+from seiko.nets.autoencoder import SequenceAutoencoder
+from seiko.nets.mlp import VectorDenoiser
 from seiko.nets.sequence import SequenceDenoiser
 
-__all__ = ["SequenceDenoiser"]
+__all__ = ["SequenceAutoencoder", "SequenceDenoiser", "VectorDenoiser"]

@@ -1,0 +1,258 @@
+"""Latent diffusion for token sequences: a frozen autoencoder, Gaussian diffusion on its latent.
+
+Two stages, each a LightningModule trained with ``seiko fit``:
+
+1. ``SequenceAutoencoderModule`` trains ``seiko.nets.SequenceAutoencoder`` as a beta-VAE on the
+   datamodule's token ids (``batch["tokens"]``).
+2. ``LatentSequenceDiffusion`` loads that autoencoder frozen, encodes each batch to the posterior
+   mean mu(x), scales it to unit variance (``latent_scale``, measured on the first training batch
+   like Stable Diffusion's scaling factor, then saved), and trains a denoiser on it. A design is
+   decoded by greedy autoregressive decoding of z / latent_scale.
+
+The chain is the engine's ``GaussianSampler`` unchanged (x is (B, latent_dim)), so fine-tuning,
+the KL and the online loop work as in every other domain. The learned reward reads the latent
+itself (``reward_input`` is the identity; ``encode`` maps a measured design to its posterior
+mean), which makes it a function of the design, not of one of its many token spellings, and
+differentiable in the chain's output without passing through discrete decoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from lightning import LightningModule
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+
+from seiko.lightning_modules.base import (
+    DiffusionModule,
+    SamplerConfig,
+    ScheduleConfig,
+    SequenceVocabulary,
+    nets_to_ignore,
+)
+
+
+def _tokens(batch: dict[str, Tensor]) -> Tensor:
+    """The batch's token ids (B, L): ``tokens`` if present, else the argmax of the one-hot ``x``."""
+    if "tokens" in batch:
+        return batch["tokens"]
+    return batch["x"].argmax(-1)
+
+
+class SequenceAutoencoderModule(LightningModule):
+    """Trains a ``SequenceAutoencoder`` as a beta-VAE.
+
+    Loss per sequence: the summed token cross-entropy (every position, pads included, so the
+    decoder learns where a sequence ends) + beta * KL(q(z|x) || N(0, I)), beta ramped linearly
+    from 0 over ``beta_warmup_steps`` (so the latent is used before the KL can switch it off).
+
+    Args:
+        autoencoder: the network (vocab_size, seq_len linked from the data by the CLI).
+        beta: final weight of the KL term.
+        beta_warmup_steps: optimizer steps of the linear ramp of beta.
+        input_dropout: word dropout on the decoder's inputs (see ``SequenceAutoencoder``).
+        optimizer: optimizer factory.
+        vocabulary, seq_len, pad_symbol: the data's tokens (linked from the datamodule by the
+            CLI), kept in the checkpoint so the diffusion stage can read the exact vocabulary
+            from it (``MoleculeDataModule(vocabulary=<this checkpoint>)``).
+    """
+
+    def __init__(
+        self,
+        autoencoder: nn.Module,
+        vocabulary: list[str] | None = None,
+        seq_len: int | None = None,
+        pad_symbol: str | None = None,
+        beta: float = 0.05,
+        beta_warmup_steps: int = 2000,
+        input_dropout: float = 0.1,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+    ) -> None:
+        super().__init__()
+        if beta < 0 or beta_warmup_steps < 0 or not 0 <= input_dropout < 1:
+            raise ValueError(
+                f"need beta >= 0, beta_warmup_steps >= 0, input_dropout in [0, 1); got {beta}, "
+                f"{beta_warmup_steps}, {input_dropout}"
+            )
+        self.save_hyperparameters(ignore=nets_to_ignore("autoencoder"))
+        self.autoencoder = autoencoder
+        self.optimizer_factory = optimizer
+
+    def _beta(self) -> float:
+        ramp = self.hparams.beta_warmup_steps
+        return self.hparams.beta * min(1.0, self.global_step / ramp) if ramp else self.hparams.beta
+
+    def losses(self, batch: dict[str, Tensor], sample: bool = True) -> dict[str, Tensor]:
+        """Reconstruction (nats per sequence), KL (nats), token and whole-sequence accuracy."""
+        tokens = _tokens(batch)
+        mean, logvar = self.autoencoder.encode(tokens)
+        z = mean + torch.randn_like(mean) * (0.5 * logvar).exp() if sample else mean
+        logits = self.autoencoder(z, tokens, input_dropout=self.hparams.input_dropout)
+        recon = nn.functional.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(-1)
+        correct = logits.argmax(-1) == tokens
+        return {
+            "recon": recon.sum(-1).mean(),
+            "kl": kl.mean(),
+            "token_accuracy": correct.float().mean(),
+            "sequence_accuracy": correct.all(-1).float().mean(),
+        }
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        terms = self.losses(batch)
+        loss = terms["recon"] + self._beta() * terms["kl"]
+        self.log("train/loss", loss, prog_bar=True)
+        self.log_dict({f"train/{k}": v for k, v in terms.items()}, prog_bar=False)
+        self.log("train/beta", self._beta())
+        return loss
+
+    def _evaluate(self, batch: dict[str, Tensor], stage: str) -> None:
+        terms = self.losses(batch, sample=False)
+        terms["loss"] = terms["recon"] + self.hparams.beta * terms["kl"]
+        for key, value in terms.items():
+            self.log(f"{stage}/{key}", value, prog_bar=key != "kl", sync_dist=True)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(self.parameters())
+
+
+def load_prefixed(path: str, prefix: str) -> dict[str, Tensor]:
+    """The ``prefix``-ed weights of a Lightning checkpoint (or plain state dict), prefix removed."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist") from err
+    state = state.get("state_dict", state)
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if not weights:
+        raise ValueError(f"{path!r} holds no {prefix!r} weights (keys: {list(state)[:5]}...)")
+    return weights
+
+
+class LatentSequenceDiffusion(SequenceVocabulary, DiffusionModule):
+    """Gaussian diffusion in the latent space of a frozen ``SequenceAutoencoder``.
+
+    Args:
+        denoiser: e.g. ``seiko.nets.VectorDenoiser`` (dim = the autoencoder's latent_dim).
+        autoencoder: the ``SequenceAutoencoder`` architecture (vocab_size, seq_len linked from
+            the data by the CLI); frozen here.
+        vocabulary, seq_len, pad_symbol: as in ``SequenceDiffusion`` (linked from the data).
+        autoencoder_checkpoint: checkpoint with ``autoencoder.*`` weights (the autoencoder
+            stage's, or a latent model's); None when ``pretrained_checkpoint`` brings them.
+        latent_scale: multiplies the posterior mean into model space; None: 1 / (std of the
+            first training batch's means), measured at the start of pretraining.
+        decode_temperature: 0 decodes greedily; > 0 samples each token at that temperature.
+        pretrained_checkpoint: a latent model's checkpoint: loads the denoiser and, when present,
+            the autoencoder and the latent scale (what a fine-tuning config starts from).
+        Other arguments: see ``DiffusionModule``.
+    """
+
+    def __init__(
+        self,
+        denoiser: nn.Module,
+        autoencoder: nn.Module,
+        vocabulary: list[str],
+        seq_len: int,
+        pad_symbol: str | None = None,
+        autoencoder_checkpoint: str | None = None,
+        latent_scale: float | None = None,
+        decode_temperature: float = 0.0,
+        mode: Literal["pretrain", "finetune"] = "pretrain",
+        schedule: ScheduleConfig = ScheduleConfig(),
+        sampler: SamplerConfig = SamplerConfig(),
+        kl_weight: float = 0.1,
+        learn_initial_noise: bool = False,
+        cond_dropout: float = 0.0,
+        pretrained_checkpoint: str | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+    ) -> None:
+        self._set_vocabulary(vocabulary, seq_len, pad_symbol)
+        latent_dim = getattr(autoencoder, "latent_dim", None)
+        if latent_dim is None:
+            raise ValueError("autoencoder needs a latent_dim (a seiko.nets.SequenceAutoencoder)")
+        if latent_scale is not None and latent_scale <= 0:
+            raise ValueError(f"latent_scale must be > 0 or None, got {latent_scale}")
+        super().__init__(
+            denoiser,
+            data_shape=(latent_dim,),
+            mode=mode,
+            schedule=schedule,
+            sampler=sampler,
+            kl_weight=kl_weight,
+            learn_initial_noise=learn_initial_noise,
+            cond_dropout=cond_dropout,
+            pretrained_checkpoint=None,
+            optimizer=optimizer,
+        )
+        self.hparams["pretrained_checkpoint"] = pretrained_checkpoint
+        self.decode_temperature = decode_temperature
+        self.autoencoder = autoencoder.requires_grad_(False).eval()
+        # 0 = not measured yet; a buffer, so it travels in the checkpoint
+        self.register_buffer("latent_scale", torch.tensor(float(latent_scale or 0.0)))
+        if autoencoder_checkpoint is not None:
+            self.autoencoder.load_state_dict(load_prefixed(autoencoder_checkpoint, "autoencoder."))
+        if pretrained_checkpoint is not None:
+            self.load_denoiser(pretrained_checkpoint)
+
+    def load_denoiser(self, path: str) -> None:
+        """Denoiser weights, and the autoencoder and latent scale when the checkpoint has them."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        super().load_denoiser(path)
+        if any(k.startswith("autoencoder.") for k in state):
+            self.autoencoder.load_state_dict(load_prefixed(path, "autoencoder."))
+        if "latent_scale" in state:
+            self.latent_scale.copy_(state["latent_scale"])
+
+    def train(self, mode: bool = True) -> LatentSequenceDiffusion:
+        super().train(mode)
+        self.autoencoder.eval()  # frozen: never in training mode (its dropout stays off)
+        return self
+
+    # ------------------------------------------------------------------ latent <-> designs
+    def _scale(self) -> Tensor:
+        if float(self.latent_scale) <= 0:
+            raise RuntimeError(
+                "latent_scale is not set: pretrain first (it is measured on the first batch), "
+                "pass latent_scale, or load a pretrained_checkpoint"
+            )
+        return self.latent_scale
+
+    @torch.no_grad()
+    def latents(self, tokens: Tensor) -> Tensor:
+        """Token ids (B, L) -> model-space latents (B, latent_dim): the scaled posterior mean."""
+        mean, _ = self.autoencoder.encode(tokens.to(self.device))
+        return mean * self._scale()
+
+    def decode(self, x: Tensor) -> list[str]:
+        """(B, latent_dim) -> B strings, each ending at the decoder's first pad."""
+        z = x.detach().to(self.device) / self._scale()
+        ids = self.autoencoder.generate(z, temperature=self.decode_temperature)
+        return self.strings(ids, stop_at_pad=True)
+
+    def encode(self, designs: Sequence[Any]) -> Tensor:
+        """Strings -> (B, latent_dim) model-space latents (posterior means)."""
+        return self.latents(self.token_ids(designs)).cpu()
+
+    # ------------------------------------------------------------------ pretraining
+    def denoising_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        tokens = _tokens(batch)
+        if float(self.latent_scale) <= 0:
+            with torch.no_grad():
+                mean, _ = self.autoencoder.encode(tokens)
+                self.latent_scale.fill_(1.0 / float(mean.std().clamp_min(1e-6)))
+        latent_batch = {k: v for k, v in batch.items() if k not in ("x", "tokens")}
+        latent_batch["x"] = self.latents(tokens)
+        return super().denoising_loss(latent_batch)
+
+
+__all__ = ["LatentSequenceDiffusion", "SequenceAutoencoderModule", "load_prefixed"]

@@ -1,0 +1,147 @@
+"""Latent molecular diffusion: both stages through the CLI, checkpoints, fine-tuning gradients."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from seiko.cli import build_cli
+from seiko.datamodules.molecules import canonical_smiles, load_vocabulary
+from seiko.lightning_modules import LatentMoleculeDiffusion, SequenceAutoencoderModule
+from seiko.nets import SequenceAutoencoder, VectorDenoiser
+
+MOSES_TEST = Path(__file__).resolve().parents[2] / "data" / "moses_test_5k.csv.gz"
+AE = {"latent_dim": 8, "embed_dim": 8, "encoder_hidden": 16, "decoder_hidden": 16}
+
+
+def _data_args(tmp_path: Path) -> list[str]:
+    return [
+        "--data=seiko.datamodules.MoleculeDataModule",
+        f"--data.path={MOSES_TEST}",
+        "--data.max_molecules=64",
+        "--data.seq_len=56",
+        "--data.batch_size=16",
+        "--trainer.accelerator=cpu",
+        "--trainer.max_steps=2",
+        "--trainer.limit_val_batches=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory) -> tuple[Path, Path]:
+    """Checkpoints of two CLI stages: the autoencoder, then the latent diffusion on it."""
+    tmp = tmp_path_factory.mktemp("latent")
+    ae_args = [
+        "fit",
+        "--model=seiko.lightning_modules.SequenceAutoencoderModule",
+        "--model.autoencoder=seiko.nets.SequenceAutoencoder",
+        *[f"--model.autoencoder.{k}={v}" for k, v in AE.items()],
+        "--model.beta_warmup_steps=1",
+        *_data_args(tmp / "ae"),
+    ]
+    cli = build_cli(ae_args)
+    ae_ckpt = tmp / "ae.ckpt"
+    cli.trainer.save_checkpoint(ae_ckpt)
+    assert cli.model.autoencoder.vocab_size == len(cli.datamodule.vocabulary)  # linked
+    latent_args = [
+        "fit",
+        "--model=seiko.lightning_modules.LatentMoleculeDiffusion",
+        "--model.autoencoder=seiko.nets.SequenceAutoencoder",
+        *[f"--model.autoencoder.{k}={v}" for k, v in AE.items()],
+        f"--model.autoencoder_checkpoint={ae_ckpt}",
+        "--model.denoiser=seiko.nets.VectorDenoiser",
+        f"--model.denoiser.dim={AE['latent_dim']}",
+        "--model.denoiser.width=16",
+        "--model.denoiser.n_layers=1",
+        "--model.sampler.num_steps=4",
+        *_data_args(tmp / "latent"),
+    ]
+    cli = build_cli(latent_args)
+    latent_ckpt = tmp / "latent.ckpt"
+    cli.trainer.save_checkpoint(latent_ckpt)
+    for a, b in zip(
+        cli.model.autoencoder.state_dict().values(),
+        torch.load(ae_ckpt, weights_only=True)["state_dict"].values(),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b)  # loaded, and not trained by the diffusion stage
+    return ae_ckpt, latent_ckpt
+
+
+def test_latent_model_reloads_from_its_checkpoint_alone_and_decodes(stages):
+    _, latent_ckpt = stages
+    model = L.LightningModule.load_from_checkpoint(latent_ckpt, map_location="cpu")
+    assert isinstance(model, LatentMoleculeDiffusion)
+    assert float(model.latent_scale) > 0  # measured on the first pretraining batch, then saved
+    smiles = model.decode(model.sample(6, generator=torch.Generator().manual_seed(0)))
+    assert len(smiles) == 6 and all(s == "" or canonical_smiles(s) == s for s in smiles)
+    z = model.encode(["CCO", "OCC", "c1ccccc1O"])
+    assert z.shape == (3, 8)
+    torch.testing.assert_close(z[0], z[1])  # two spellings of one molecule: one latent
+    assert not torch.allclose(z[0], z[2])
+    assert model.autoencoder.training is False
+    model.train()
+    assert model.autoencoder.training is False  # frozen: stays in eval mode
+
+
+def test_finetuning_from_the_checkpoint_trains_the_denoiser_only(stages):
+    ae_ckpt, latent_ckpt = stages
+    vocabulary = load_vocabulary(str(ae_ckpt))  # the autoencoder stage keeps the vocabulary
+    assert vocabulary == L.LightningModule.load_from_checkpoint(latent_ckpt).vocabulary
+    model = LatentMoleculeDiffusion(
+        VectorDenoiser(8, width=16, n_layers=1),
+        SequenceAutoencoder(len(vocabulary), 56, **AE),
+        vocabulary=vocabulary,
+        seq_len=56,
+        mode="finetune",
+        pretrained_checkpoint=str(latent_ckpt),
+    )
+    reference = L.LightningModule.load_from_checkpoint(latent_ckpt)
+    assert torch.equal(model.latent_scale, reference.latent_scale)
+    for a, b in zip(model.state_dict().values(), reference.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+    model.snapshot_reference()
+    model.reward = lambda z: -(z - 1.0).pow(2).sum(-1)  # a differentiable reward on the latent
+    terms = model.finetune_loss(4)
+    terms["loss"].backward()
+    assert all(p.grad is not None for p in model.denoiser.parameters())
+    assert all(p.grad is None for p in model.autoencoder.parameters())
+    trainable = {id(p) for g in model.configure_optimizers().param_groups for p in g["params"]}
+    assert trainable == {id(p) for p in model.denoiser.parameters()}
+
+
+def test_autoencoder_module_losses_and_validation(stages):
+    ae_ckpt, _ = stages
+    module = L.LightningModule.load_from_checkpoint(ae_ckpt)
+    assert isinstance(module, SequenceAutoencoderModule)
+    tokens = torch.randint(0, module.autoencoder.vocab_size, (4, 56))
+    terms = module.losses({"tokens": tokens}, sample=False)
+    assert set(terms) == {"recon", "kl", "token_accuracy", "sequence_accuracy"}
+    assert terms["recon"] > 0 and terms["kl"] >= 0
+    with pytest.raises(ValueError, match="beta"):
+        SequenceAutoencoderModule(SequenceAutoencoder(5, 4), beta=-1.0)
+
+
+def test_latent_scale_must_be_known_before_decoding():
+    model = LatentMoleculeDiffusion(
+        VectorDenoiser(8, width=16, n_layers=1),
+        SequenceAutoencoder(3, 5, **AE),
+        vocabulary=["[C]", "[O]", "[nop]"],
+        seq_len=5,
+    )
+    with pytest.raises(RuntimeError, match="latent_scale is not set"):
+        model.decode(torch.zeros(1, 8))
+    with pytest.raises(ValueError, match="latent_scale must be > 0"):
+        LatentMoleculeDiffusion(
+            VectorDenoiser(8),
+            SequenceAutoencoder(3, 5, **AE),
+            ["[C]", "[O]", "[nop]"],
+            5,
+            latent_scale=-1.0,
+        )
