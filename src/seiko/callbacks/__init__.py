@@ -10,6 +10,7 @@ from seiko.callbacks.bonuses import (
     UCBReward,
 )
 from seiko.callbacks.exploration import OnlineExploration, RewardModelConfig
+from seiko.callbacks.reports import FeedbackReport
 from seiko.callbacks.writers import DesignWriter
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "BootstrapBonus",
     "DesignWriter",
     "EnsembleReward",
+    "FeedbackReport",
     "Greedy",
     "OnlineExploration",
     "RewardModelConfig",

@@ -289,7 +289,10 @@ class DiffusionModule(L.LightningModule):
             loss = self.denoising_loss(batch)
             self.log("train/loss", loss, prog_bar=True)
             return loss
-        terms = self.finetune_loss(_batch_size(batch), batch.get("cond"))
+        # In fine-tuning a batch only says how many chains to run (and their classes, if any):
+        # any batch with a first dimension will do.
+        cond = batch.get("cond") if isinstance(batch, dict) else None
+        terms = self.finetune_loss(_batch_size(batch), cond)
         for key, value in terms.items():
             self.log(f"train/{key}", value, prog_bar=key in ("loss", "reward"))
         return terms["loss"]

@@ -1,0 +1,92 @@
+"""FeedbackReport, and the online loop on the latent molecule model, in process on CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from seiko.callbacks import FeedbackReport, OnlineExploration, UCBBonus
+from seiko.datamodules import MoleculeDataModule
+from seiko.lightning_modules import LatentMoleculeDiffusion, SamplerConfig, ScheduleConfig
+from seiko.nets import SequenceAutoencoder, VectorDenoiser
+from seiko.oracles.molecules import QED
+from seiko.oracles.store import FeedbackStore
+
+MOSES_TEST = Path(__file__).resolve().parents[2] / "data" / "moses_test_5k.csv.gz"
+
+
+def _latent_model() -> LatentMoleculeDiffusion:
+    data = MoleculeDataModule(str(MOSES_TEST), seq_len=56, max_molecules=100)
+    torch.manual_seed(0)
+    return LatentMoleculeDiffusion(
+        VectorDenoiser(8, width=16, n_layers=1),
+        SequenceAutoencoder(
+            data.vocab_size, 56, latent_dim=8, embed_dim=8, encoder_hidden=8, decoder_hidden=16
+        ),
+        vocabulary=data.vocabulary,
+        seq_len=56,
+        latent_scale=1.0,
+        mode="finetune",
+        schedule=ScheduleConfig(num_train_timesteps=100),
+        sampler=SamplerConfig(num_steps=4),
+        optimizer=lambda params: torch.optim.Adam(params, lr=1e-4),
+    )
+
+
+@pytest.mark.parametrize("designs", ["auto", "text"])
+def test_each_round_writes_the_curve_and_the_best_designs(tmp_path: Path, designs: str):
+    model = _latent_model()
+    exploration = OnlineExploration(
+        QED(),
+        budget=24,
+        queries_per_round=[12, 12],
+        bonus=UCBBonus(beta=1.0),
+        reward_model={"architecture": "mlp", "epochs": 3},
+        sample_batch_size=12,
+    )
+    report = FeedbackReport(designs=designs)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        callbacks=[exploration, report],
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, train_dataloaders=DataLoader(torch.zeros(4, 1), batch_size=4))
+
+    store = FeedbackStore(tmp_path / "feedback.sqlite")
+    # duplicates of measured molecules are not paid again: at most the budget
+    assert 12 < store.spent() <= 24 and store.rounds() == [0, 1]
+    curve = Image.open(tmp_path / "reward_curve.png")
+    assert curve.size == (640, 480)
+    if designs == "auto":  # a molecule model: an RDKit grid
+        grid = Image.open(report.paths["designs"])
+        assert report.paths["designs"].name == "top_designs.png" and grid.size[0] == 4 * 250
+    else:  # a list, best first
+        lines = (tmp_path / "top_designs.txt").read_text().splitlines()
+        values = [float(line.split("\t")[0]) for line in lines]
+        designs_listed = [line.split("\t")[1] for line in lines]
+        _, stored = store.designs_and_values()
+        assert values == sorted(values, reverse=True) and values[0] == float(
+            stored.nan_to_num(-1).max()
+        )
+        assert set(designs_listed) <= set(store.designs_and_values()[0])
+
+
+def test_report_without_a_store_writes_nothing_and_rejects_bad_arguments(tmp_path: Path):
+    trainer = L.Trainer(default_root_dir=tmp_path, logger=False)
+    assert FeedbackReport().write(trainer, _latent_model()) == {}
+    with pytest.raises(ValueError, match="designs"):
+        FeedbackReport(designs="images")
+    with pytest.raises(ValueError, match="top_k"):
+        FeedbackReport(top_k=0)
