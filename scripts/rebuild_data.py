@@ -36,8 +36,17 @@ def pip_download(requirement: str, work_dir: Path) -> Path:
     """Download one distribution (no dependencies) with pip into ``work_dir``; return its file."""
     before = set(work_dir.iterdir())
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(work_dir),
-         requirement],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "--dest",
+            str(work_dir),
+            requirement,
+        ],
         check=True,
     )
     new = sorted(set(work_dir.iterdir()) - before)
@@ -75,9 +84,10 @@ def write_csv_gz(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    with open(path, "wb") as raw, gzip.GzipFile(
-        filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9
-    ) as handle:
+    with (
+        open(path, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as handle,
+    ):
         handle.write(text.getvalue().encode("utf-8"))
     return path
 
@@ -119,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("domains", nargs="*", help=f"any of {list(BUILDERS)} (default: all)")
     parser.add_argument("--out", type=Path, default=DATA_DIR, help="output folder (default data/)")
     parser.add_argument(
-        "--check", action="store_true",
+        "--check",
+        action="store_true",
         help="rebuild into a temporary folder and compare with --out instead of overwriting it",
     )
     args = parser.parse_args(argv)

@@ -79,3 +79,14 @@ def _tiny_checkpoint(tmp_path: Path, config: Path) -> Path:
         path,
     )
     return path
+
+
+def test_generated_molecule_configs_are_up_to_date():
+    import subprocess
+    import sys
+
+    script = ROOT / "scripts" / "make_molecule_configs.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--check"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr

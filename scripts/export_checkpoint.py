@@ -1,0 +1,45 @@
+"""Strip a Lightning checkpoint to what inference and fine-tuning need, for shipping.
+
+    python scripts/export_checkpoint.py runs/molecules_pretrain/checkpoints/last.ckpt \\
+        models/molecules/prior.ckpt
+
+Keeps the weights (``state_dict``), the hyper-parameters (the config the model was built from,
+so ``LightningModule.load_from_checkpoint(path)`` rebuilds it), the Lightning version and the
+training position (epoch, global step) for the record; drops optimizer and scheduler states,
+loop and callback states (several times the weights' size, and of no use to a new run).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+KEEP = (
+    "state_dict",
+    "hyper_parameters",
+    "hparams_name",
+    "pytorch-lightning_version",
+    "epoch",
+    "global_step",
+    "seiko_mode",
+)
+
+
+def export(source: str | Path, target: str | Path) -> Path:
+    checkpoint = torch.load(source, map_location="cpu", weights_only=False)
+    if "state_dict" not in checkpoint:
+        raise ValueError(f"{source} is not a Lightning checkpoint (no 'state_dict')")
+    slim = {key: checkpoint[key] for key in KEEP if key in checkpoint}
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(slim, target)
+    return target
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    path = export(sys.argv[1], sys.argv[2])
+    print(f"{path}: {path.stat().st_size / 2**20:.1f} MiB")
