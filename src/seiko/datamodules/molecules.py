@@ -45,9 +45,9 @@ import lightning as L
 import rdkit
 import selfies as sf
 import torch
-from rdkit import Chem, rdBase
 from torch.utils.data import DataLoader, TensorDataset
 
+from seiko.chemistry import canonical_smiles, parse_smiles
 from seiko.datamodules.sequences import open_text
 
 log = logging.getLogger(__name__)
@@ -58,28 +58,7 @@ _MAX_REPORTED = 20  # invalid lines logged one by one; the rest are only counted
 
 
 # ---------------------------------------------------------------------- chemistry helpers
-def parse_smiles(smiles: object) -> Chem.Mol | None:
-    """RDKit molecule of a SMILES, or None for anything that is not a non-empty valid SMILES.
-
-    Never raises and prints nothing (RDKit's parse errors are silenced): a design that is not a
-    string, an empty string, whitespace or an unparsable string all give None. RDKit parses ""
-    to a molecule with no atoms; that is None here too.
-    """
-    if not isinstance(smiles, str) or not smiles.strip():
-        return None
-    with rdBase.BlockLogs():
-        mol = Chem.MolFromSmiles(smiles.strip())
-    if mol is None or mol.GetNumAtoms() == 0:
-        return None
-    return mol
-
-
-def canonical_smiles(smiles: object) -> str | None:
-    """RDKit's canonical SMILES of ``smiles``, or None if it is not a valid non-empty SMILES."""
-    mol = parse_smiles(smiles)
-    return None if mol is None else Chem.MolToSmiles(mol)
-
-
+# parse_smiles and canonical_smiles live in seiko.chemistry (imported above, re-exported).
 def encode_smiles(smiles: str) -> tuple[str, str]:
     """(canonical SMILES, SELFIES of the canonical SMILES).
 

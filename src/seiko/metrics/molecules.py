@@ -17,6 +17,7 @@ from rdkit.Chem import rdFingerprintGenerator
 from rdkit.rdBase import BlockLogs
 from torch import Tensor
 
+from seiko.chemistry import canonical_smiles
 from seiko.metrics._typed_lists import TypedListStateMetric
 from seiko.metrics.designs import Novelty, Uniqueness, Validity
 
@@ -27,17 +28,6 @@ FINGERPRINT_BITS = 2048
 _MORGAN = rdFingerprintGenerator.GetMorganGenerator(radius=MORGAN_RADIUS, fpSize=FINGERPRINT_BITS)
 # The similarity matrix is built in row blocks of at most this many entries (64 MiB in float32).
 SIMILARITY_BLOCK_ENTRIES = 2**24
-
-
-def canonical_smiles(smiles: str) -> str | None:
-    """RDKit's canonical SMILES, or ``None`` if RDKit cannot parse it or it has no atoms."""
-    with (
-        BlockLogs()
-    ):  # an invalid SMILES is an expected outcome here, not an error worth a log line
-        mol = Chem.MolFromSmiles(smiles)
-    if mol is None or mol.GetNumAtoms() == 0:
-        return None
-    return Chem.MolToSmiles(mol)
 
 
 class MoleculeValidity(Validity):
