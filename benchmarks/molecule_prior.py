@@ -25,7 +25,9 @@ import lightning as L
 import torch
 from rdkit import Chem
 
-from seiko.datamodules.molecules import canonical_smiles, read_smiles
+import seiko.lightning_modules  # noqa: F401  (the checkpoint's class must be imported to load)
+from seiko.chemistry import canonical_smiles
+from seiko.datamodules.molecules import read_smiles
 from seiko.metrics import InternalDiversity
 from seiko.oracles.molecules import QED, SAScore
 

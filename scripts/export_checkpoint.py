@@ -6,7 +6,8 @@
 Keeps the weights (``state_dict``), the hyper-parameters (the config the model was built from,
 so ``LightningModule.load_from_checkpoint(path)`` rebuilds it), the Lightning version and the
 training position (epoch, global step) for the record; drops optimizer and scheduler states,
-loop and callback states (several times the weights' size, and of no use to a new run).
+loop and callback states (several times the weights' size, and of no use to a new run), and
+clears the hyper-parameters that name the files the weights were first loaded from.
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ def export(source: str | Path, target: str | Path) -> Path:
     if "state_dict" not in checkpoint:
         raise ValueError(f"{source} is not a Lightning checkpoint (no 'state_dict')")
     slim = {key: checkpoint[key] for key in KEEP if key in checkpoint}
+    # The weights are all in state_dict now: paths of the files they were first loaded from
+    # (which a user does not have) must not be opened again when the checkpoint is loaded.
+    hparams = dict(slim.get("hyper_parameters", {}))
+    for key in ("autoencoder_checkpoint", "pretrained_checkpoint"):
+        if key in hparams:
+            hparams[key] = None
+    slim["hyper_parameters"] = hparams
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     torch.save(slim, target)

@@ -65,8 +65,9 @@ def test_each_round_writes_the_curve_and_the_best_designs(tmp_path: Path, design
     trainer.fit(model, train_dataloaders=DataLoader(torch.zeros(4, 1), batch_size=4))
 
     store = FeedbackStore(tmp_path / "feedback.sqlite")
-    # duplicates of measured molecules are not paid again: at most the budget
-    assert 12 < store.spent() <= 24 and store.rounds() == [0, 1]
+    # duplicates are not paid again, and the model is sampled again for what they left unspent
+    assert store.spent() == 24 and store.rounds() == [0, 1]
+    assert len(set(store.designs_and_values()[0])) == 24
     curve = Image.open(tmp_path / "reward_curve.png")
     assert curve.size == (640, 480)
     if designs == "auto":  # a molecule model: an RDKit grid
@@ -89,3 +90,50 @@ def test_report_without_a_store_writes_nothing_and_rejects_bad_arguments(tmp_pat
         FeedbackReport(designs="images")
     with pytest.raises(ValueError, match="top_k"):
         FeedbackReport(top_k=0)
+
+
+class Repetitive(LatentMoleculeDiffusion):
+    """A collapsed model: every sample decodes to one of two molecules."""
+
+    def decode(self, x: torch.Tensor) -> list[str]:
+        return ["CCO" if i % 2 else "c1ccccc1" for i in range(x.shape[0])]
+
+
+def test_a_collapsed_model_leaves_the_quota_unspent_with_a_warning(tmp_path: Path):
+    base = _latent_model()
+    model = Repetitive(
+        base.denoiser,
+        base.autoencoder,
+        base.vocabulary,
+        56,
+        latent_scale=1.0,
+        mode="finetune",
+        schedule=ScheduleConfig(num_train_timesteps=100),
+        sampler=SamplerConfig(num_steps=2),
+    )
+    exploration = OnlineExploration(
+        QED(),
+        budget=10,
+        queries_per_round=[5, 5],
+        bonus=UCBBonus(beta=1.0),
+        reward_model={"architecture": "mlp", "epochs": 2},
+        max_draws=3,
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        callbacks=[exploration],
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with pytest.warns(UserWarning, match=r"round 0: 3 of 5 queries left unspent after 3 draws"):
+        trainer.fit(model, train_dataloaders=DataLoader(torch.zeros(4, 1), batch_size=4))
+    assert FeedbackStore(tmp_path / "feedback.sqlite").spent() == 2
+    assert exploration.history[0]["feedback/draws"] == 3
+    with pytest.raises(ValueError, match="max_draws"):
+        OnlineExploration(QED(), budget=1, queries_per_round=[1], max_draws=0)

@@ -32,7 +32,7 @@ import lightning as L
 import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from seiko.callbacks.bonuses import Bonus, UCBBonus
@@ -101,6 +101,7 @@ class OnlineExploration(Callback):
         sample_batch_size: chains sampled at once when drawing the round's queries.
         seed: seeds the sampling of queries and the reward fits (per round, per rank).
         fit_progress: show a progress bar while fitting the reward model.
+        max_draws: samplings per round to fill its quota with designs not measured before.
     """
 
     def __init__(
@@ -116,6 +117,7 @@ class OnlineExploration(Callback):
         sample_batch_size: int = 256,
         seed: int = 0,
         fit_progress: bool = False,
+        max_draws: int = 4,
     ) -> None:
         if budget < 1:
             raise ValueError(f"budget must be >= 1, got {budget}")
@@ -138,6 +140,9 @@ class OnlineExploration(Callback):
         self.sample_batch_size = sample_batch_size
         self.seed = seed
         self.fit_progress = fit_progress
+        if max_draws < 1:
+            raise ValueError(f"max_draws must be >= 1, got {max_draws}")
+        self.max_draws = max_draws
         self.ledger: OracleLedger | None = None
         self.ensemble: RewardEnsemble | None = None
         self.history: list[dict[str, float]] = []
@@ -202,29 +207,50 @@ class OnlineExploration(Callback):
     def _query(
         self, trainer: L.Trainer, pl_module: L.LightningModule, round_: int, quota: int
     ) -> dict[str, float]:
+        """Measure ``quota`` new designs of the current model.
+
+        A design already in the store (or drawn twice) is not paid again, so a model that repeats
+        itself would leave the round short: the model is sampled again for what is missing, up to
+        ``max_draws`` draws in all; what still misses is reported (a sign of mode collapse).
+        """
         rank, world = trainer.global_rank, trainer.world_size
-        share = quota // world + (1 if rank < quota % world else 0)
         generator = torch.Generator(device=pl_module.device)
         generator.manual_seed((self.seed * 1_000_003 + round_) * 1_009 + rank)
-        designs: list[Any] = []
-        if share > 0:
-            x = pl_module.sample(share, batch_size=self.sample_batch_size, generator=generator)
-            designs = pl_module.decode(x)
-        designs = _gather(trainer, designs)
-        values = None
-        if trainer.is_global_zero:
-            assert self.ledger is not None
-            keys = [str(d) for d in designs]
-            values = self.ledger.measure(designs, round=round_, keys=keys)
-            report = self.ledger.last_report
-            rank_zero_info(
-                f"round {round_}: {report.queried} queried, {report.reused} reused, "
-                f"{report.infeasible} infeasible, {self.ledger.spent}/{self.budget} spent"
+        all_designs: list[Any] = []
+        all_values: list[Tensor] = []
+        missing, draws = quota, 0
+        while missing > 0 and draws < self.max_draws:
+            draws += 1
+            share = missing // world + (1 if rank < missing % world else 0)
+            designs: list[Any] = []
+            if share > 0:
+                x = pl_module.sample(share, batch_size=self.sample_batch_size, generator=generator)
+                designs = pl_module.decode(x)
+            designs = _gather(trainer, designs)
+            values = None
+            if trainer.is_global_zero:
+                assert self.ledger is not None
+                spent = self.ledger.spent
+                values = self.ledger.measure(designs, round=round_, keys=[str(d) for d in designs])
+                report = self.ledger.last_report
+                missing = max(0, min(missing - (self.ledger.spent - spent), self.ledger.remaining))
+                rank_zero_info(
+                    f"round {round_}, draw {draws}: {report.queried} queried, {report.reused} "
+                    f"reused, {report.infeasible} infeasible, {self.ledger.spent}/{self.budget} "
+                    "spent"
+                )
+            values, missing = self._broadcast(trainer, (values, missing))
+            all_designs += designs
+            all_values.append(values)
+        if missing > 0:
+            rank_zero_warn(
+                f"round {round_}: {missing} of {quota} queries left unspent after {draws} draws: "
+                "the model keeps proposing designs already measured (collapsing?)"
             )
-        values = self._broadcast(trainer, values)
-        stats = {"feedback/round_mean": _nanmean(values)}
+        values = torch.cat(all_values)
+        stats = {"feedback/round_mean": _nanmean(values), "feedback/draws": float(draws)}
         if self.ensemble is not None:
-            stats["reward_model/spearman"] = self._spearman(pl_module, designs, values)
+            stats["reward_model/spearman"] = self._spearman(pl_module, all_designs, values)
         return stats
 
     def _spearman(self, pl_module: L.LightningModule, designs: list[Any], values: Tensor) -> float:
