@@ -137,3 +137,38 @@ def test_a_collapsed_model_leaves_the_quota_unspent_with_a_warning(tmp_path: Pat
     assert exploration.history[0]["feedback/draws"] == 3
     with pytest.raises(ValueError, match="max_draws"):
         OnlineExploration(QED(), budget=1, queries_per_round=[1], max_draws=0)
+
+
+def test_guidance_mode_explores_without_training_the_model(tmp_path: Path):
+    model = _latent_model()
+    model.mode = "guidance"
+    before = {k: v.clone() for k, v in model.denoiser.state_dict().items()}
+    exploration = OnlineExploration(
+        QED(),
+        budget=20,
+        queries_per_round=[10, 10],
+        bonus=UCBBonus(beta=1.0),
+        reward_model={"architecture": "mlp", "epochs": 3},
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        callbacks=[exploration],
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, train_dataloaders=DataLoader(torch.zeros(4, 1), batch_size=4))
+    assert FeedbackStore(tmp_path / "feedback.sqlite").spent() == 20
+    for key, value in model.denoiser.state_dict().items():
+        assert torch.equal(value, before[key]), key  # guidance never trains
+    # The guided sampler climbs the learned reward that the callback set.
+    generator = torch.Generator().manual_seed(0)
+    guided = model.reward(model.sample(64, generator=generator))
+    model.mode = "finetune"  # same model, no guidance
+    plain = model.reward(model.sample(64, generator=torch.Generator().manual_seed(0)))
+    assert guided.mean() > plain.mean()

@@ -157,8 +157,11 @@ class OnlineExploration(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        if getattr(pl_module, "mode", "finetune") != "finetune":
-            raise ValueError("OnlineExploration fine-tunes: set the module's mode='finetune'")
+        if getattr(pl_module, "mode", "finetune") not in ("finetune", "guidance"):
+            raise ValueError(
+                "OnlineExploration needs the module's mode='finetune' (SEIKO) or 'guidance' "
+                "(reward-guided sampling)"
+            )
         if self.store_path is None:
             self.store_path = str(Path(trainer.default_root_dir) / "feedback.sqlite")
         if trainer.is_global_zero and self.ledger is None:

@@ -1,6 +1,7 @@
 """The diffusion maths, free of Lightning: schedules, one sampler step, the chain, the KL."""
 
 from seiko.diffusion.chain import ChainOutput, Denoiser, GaussianSampler
+from seiko.diffusion.guidance import RewardGuidance
 from seiko.diffusion.initial import InitialNoise
 from seiko.diffusion.schedule import NoiseSchedule
 from seiko.diffusion.step import (
@@ -17,6 +18,7 @@ __all__ = [
     "GaussianSampler",
     "InitialNoise",
     "NoiseSchedule",
+    "RewardGuidance",
     "StepOutput",
     "gaussian_kl",
     "gaussian_log_prob",

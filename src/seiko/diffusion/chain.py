@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
+from seiko.diffusion.guidance import RewardGuidance
 from seiko.diffusion.schedule import NoiseSchedule, TimestepSpacing
 from seiko.diffusion.step import (
     KLReduction,
@@ -158,6 +159,7 @@ class GaussianSampler:
         noises: list[Tensor] | None = None,
         grad_steps: int | None = None,
         return_trajectory: bool = False,
+        guidance: RewardGuidance | None = None,
     ) -> ChainOutput:
         """Run the chain from x_T.
 
@@ -172,12 +174,18 @@ class GaussianSampler:
             noises: the per-step noise to use instead (one (B, ...) tensor per step).
             grad_steps: override how many final steps carry gradient (default: ``grad_steps()``).
             return_trajectory: keep every x_t (detached).
+            guidance: reward guidance applied to ``denoiser`` at every step (sampling only; see
+                ``seiko.diffusion.guidance``); the KL reference is not guided.
 
         Returns:
             ``ChainOutput`` with x0 (B, ...), kl (B,), kl_per_step (num_steps, B) and, if asked
             for, the trajectory of num_steps + 1 tensors (B, ...).
         """
         n = self.num_steps
+        if guidance is not None:
+            if grad:
+                raise ValueError("guidance is for sampling: run the chain with grad=False")
+            denoiser = guidance.wrap(denoiser, self.schedule)
         if noises is not None and len(noises) != n:
             raise ValueError(f"noises has {len(noises)} tensors, the chain has {n} steps")
         k = n if not grad else (grad_steps if grad_steps is not None else self.grad_steps())

@@ -28,7 +28,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
-from seiko.diffusion import GaussianSampler, InitialNoise, NoiseSchedule
+from seiko.diffusion import GaussianSampler, InitialNoise, NoiseSchedule, RewardGuidance
 from seiko.diffusion.chain import KLGradient
 from seiko.diffusion.schedule import BetaSchedule, PredictionType, TimestepSpacing
 from seiko.diffusion.step import KLReduction, SamplerKind
@@ -54,7 +54,8 @@ class SamplerConfig:
     ``kl_weight`` works whatever the design's size; ``"sum"`` is the exact KL (see diffusion.step).
     ``kl_gradient="detached"`` takes the reference's prediction without gradient (the public SEIKO
     and AlignProp code's choice, ~5 forwards per checkpointed step); ``"exact"`` also backpropagates
-    through the reference's input (~8); see ``seiko.diffusion.chain``.
+    through the reference's input (~8); see ``seiko.diffusion.chain``. ``guidance_scale`` is
+    used by ``mode="guidance"`` only.
     """
 
     kind: SamplerKind = "ddim"
@@ -66,6 +67,7 @@ class SamplerConfig:
     truncate_min: int | None = None
     kl_reduction: KLReduction = "mean"
     kl_gradient: KLGradient = "detached"
+    guidance_scale: float = 1.0
 
 
 def nets_to_ignore(*names: str) -> list[str]:
@@ -101,7 +103,10 @@ class DiffusionModule(L.LightningModule):
     Args:
         denoiser: ``forward(x_t, t, cond=None)`` -> prediction, e.g. ``seiko.nets.SequenceDenoiser``
         data_shape: shape of one design in model space, e.g. (L, V).
-        mode: "pretrain" (denoising loss) or "finetune" (reward objective through the chain).
+        mode: "pretrain" (denoising loss), "finetune" (reward objective through the chain), or
+            "guidance" (no training: ``sample`` steers every step up the gradient of ``reward``,
+            with ``sampler.guidance_scale``; see ``seiko.diffusion.guidance``; the online loop's
+            reward-guided baseline).
         schedule: the noise schedule.
         sampler: the sampling chain, its gradient checkpointing/truncation and KL reduction.
         kl_weight: alpha in reward - alpha * KL.
@@ -116,7 +121,7 @@ class DiffusionModule(L.LightningModule):
         self,
         denoiser: nn.Module,
         data_shape: Sequence[int],
-        mode: Literal["pretrain", "finetune"] = "pretrain",
+        mode: Literal["pretrain", "finetune", "guidance"] = "pretrain",
         schedule: ScheduleConfig = ScheduleConfig(),
         sampler: SamplerConfig = SamplerConfig(),
         kl_weight: float = 0.1,
@@ -126,8 +131,8 @@ class DiffusionModule(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
     ) -> None:
         super().__init__()
-        if mode not in ("pretrain", "finetune"):
-            raise ValueError(f"mode={mode!r} is not one of ('pretrain', 'finetune')")
+        if mode not in ("pretrain", "finetune", "guidance"):
+            raise ValueError(f"mode={mode!r} is not one of ('pretrain', 'finetune', 'guidance')")
         if kl_weight < 0:
             raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
         if not 0.0 <= cond_dropout < 1.0:
@@ -144,7 +149,9 @@ class DiffusionModule(L.LightningModule):
         self.kl_weight = kl_weight
         self.cond_dropout = cond_dropout
         self.noise_schedule = NoiseSchedule.create(**asdict(schedule))
-        self.sampler = GaussianSampler(self.noise_schedule, **asdict(sampler))
+        chain = asdict(sampler)
+        self.guidance_scale = chain.pop("guidance_scale")
+        self.sampler = GaussianSampler(self.noise_schedule, **chain)
         self.initial_noise = InitialNoise(self.data_shape) if learn_initial_noise else None
         self.optimizer_factory = optimizer
         # Not registered as submodules: the reward is a plain callable owned by whoever set it, and
@@ -232,10 +239,20 @@ class DiffusionModule(L.LightningModule):
                 m = min(batch_size, n - start)
                 c = None if cond is None else cond[start : start + m].to(self.device)
                 x_T = self.initial(m, generator=generator)
-                chunks.append(self.sampler(self.denoiser, x_T, cond=c, generator=generator).x0)
+                out = self.sampler(
+                    self.denoiser, x_T, cond=c, generator=generator, guidance=self._guidance()
+                )
+                chunks.append(out.x0)
             return torch.cat(chunks)
         finally:
             self.train(was_training)
+
+    def _guidance(self) -> RewardGuidance | None:
+        """Reward guidance in "guidance" mode once a reward is set, else None."""
+        if self.mode != "guidance" or self.reward is None:
+            return None
+        reward, to_input = self.reward, self.reward_input
+        return RewardGuidance(lambda x0: reward(to_input(x0)), scale=self.guidance_scale)
 
     # ------------------------------------------------------------------ objectives
     def denoising_loss(self, batch: dict[str, Tensor]) -> Tensor:
@@ -289,6 +306,8 @@ class DiffusionModule(L.LightningModule):
             loss = self.denoising_loss(batch)
             self.log("train/loss", loss, prog_bar=True)
             return loss
+        if self.mode == "guidance":
+            return None  # nothing to train: Lightning skips the optimizer step
         # In fine-tuning a batch only says how many chains to run (and their classes, if any):
         # any batch with a first dimension will do.
         cond = batch.get("cond") if isinstance(batch, dict) else None
@@ -421,7 +440,7 @@ class SequenceDiffusion(SequenceVocabulary, DiffusionModule):
         vocabulary: list[str],
         seq_len: int,
         pad_symbol: str | None = None,
-        mode: Literal["pretrain", "finetune"] = "pretrain",
+        mode: Literal["pretrain", "finetune", "guidance"] = "pretrain",
         schedule: ScheduleConfig = ScheduleConfig(),
         sampler: SamplerConfig = SamplerConfig(),
         kl_weight: float = 0.1,
