@@ -48,6 +48,7 @@ from seiko.diffusion.step import (
     SamplerKind,
     StepCoefficients,
     gaussian_kl,
+    gaussian_log_prob,
     step_coefficients,
     step_mean,
 )
@@ -236,6 +237,61 @@ class GaussianSampler:
         return ChainOutput(
             x0=x, kl=kl_per_step.sum(0), kl_per_step=kl_per_step, trajectory=trajectory
         )
+
+    def stochastic_steps(self) -> list[int]:
+        """Indices of the steps with std > 0 (the ones with a log-probability and a KL term)."""
+        return [i for i, coef in enumerate(self.coefficients) if coef.std > 0]
+
+    def log_prob(
+        self,
+        denoiser: Denoiser,
+        trajectory: list[Tensor],
+        steps: list[int] | None = None,
+        *,
+        cond: Tensor | None = None,
+        reference: Denoiser | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Per-step Gaussian log-likelihood of a sampled trajectory under ``denoiser``.
+
+        log p(x_{i+1} | x_i) = log N(x_{i+1}; mu_theta(x_i), sigma_i^2 I), summed over data
+        dimensions (DDPO, Black et al. 2024, eq. 4), with autograd on if it is on here: the policy
+        gradient of online PPO. With ``reference``, also each step's exact KL to it (at the same
+        x_i, ``kl_reduction`` as the chain's; the reference is evaluated without gradient).
+
+        Args:
+            trajectory: x_T, ..., x0 as returned with ``return_trajectory=True`` (S + 1 tensors).
+            steps: which steps (indices into the chain); default every stochastic step. A
+                deterministic step (std 0) has no density and is refused.
+            cond: the conditioning the trajectory was sampled with.
+
+        Returns:
+            log-probabilities (len(steps), B) and KL terms (len(steps), B) (zeros without
+            ``reference``).
+        """
+        if len(trajectory) != self.num_steps + 1:
+            raise ValueError(
+                f"trajectory has {len(trajectory)} tensors, expected num_steps + 1 = "
+                f"{self.num_steps + 1}"
+            )
+        steps = self.stochastic_steps() if steps is None else list(steps)
+        if any(self.coefficients[i].std == 0 for i in steps):
+            raise ValueError(f"steps {steps} include a deterministic step (std 0): no density")
+        log_probs, kls = [], []
+        for i in steps:
+            coef, x = self.coefficients[i], trajectory[i]
+            t = torch.full((x.shape[0],), coef.t, device=x.device, dtype=torch.long)
+            mean = step_mean(self.schedule, coef, denoiser(x, t, cond), x)
+            log_probs.append(gaussian_log_prob(trajectory[i + 1], mean, coef.std))
+            if reference is None:
+                kls.append(torch.zeros_like(log_probs[-1]))
+            else:
+                with torch.no_grad():
+                    ref_mean = step_mean(self.schedule, coef, reference(x, t, cond), x)
+                kls.append(gaussian_kl(mean, ref_mean, coef.std, self.kl_reduction))
+        if not steps:
+            empty = trajectory[0].new_zeros(0, trajectory[0].shape[0])
+            return empty, empty
+        return torch.stack(log_probs), torch.stack(kls)
 
     def _step(
         self,
