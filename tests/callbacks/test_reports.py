@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from seiko.callbacks import FeedbackReport, OnlineExploration, UCBBonus
+from seiko.callbacks import FeedbackReport, OnlineExploration, OnlinePPO, UCBBonus
 from seiko.datamodules import MoleculeDataModule
 from seiko.lightning_modules import LatentMoleculeDiffusion, SamplerConfig, ScheduleConfig
 from seiko.nets import SequenceAutoencoder, VectorDenoiser
@@ -172,3 +172,35 @@ def test_guidance_mode_explores_without_training_the_model(tmp_path: Path):
     model.mode = "finetune"  # same model, no guidance
     plain = model.reward(model.sample(64, generator=torch.Generator().manual_seed(0)))
     assert guided.mean() > plain.mean()
+
+
+def test_online_ppo_spends_the_budget_on_the_samples_it_learns_from(tmp_path: Path):
+    model = _latent_model()
+    model.mode = "ppo"
+    before = [p.detach().clone() for p in model.denoiser.parameters()]
+    ppo = OnlinePPO(QED(), budget=24, samples_per_update=8, ppo_epochs=2, clip_range=0.2)
+    report = FeedbackReport(designs="text")
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=20,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        callbacks=[ppo, report],
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, train_dataloaders=DataLoader(torch.zeros(4, 1), batch_size=4))
+    store = FeedbackStore(tmp_path / "feedback.sqlite")
+    assert store.spent() == 24  # then it stopped: every update's samples were paid queries
+    assert trainer.current_epoch < 19
+    assert len(ppo.history) >= 3 and store.rounds()[:3] == [0, 1, 2]
+    changed = [
+        not torch.equal(a, b) for a, b in zip(before, model.denoiser.parameters(), strict=True)
+    ]
+    assert any(changed)
+    assert (tmp_path / "reward_curve.png").exists()
+    with pytest.raises(ValueError, match="mode='ppo'"):
+        OnlinePPO(QED(), budget=4).setup(trainer, _latent_model(), "fit")

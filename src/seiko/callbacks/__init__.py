@@ -10,6 +10,7 @@ from seiko.callbacks.bonuses import (
     UCBReward,
 )
 from seiko.callbacks.exploration import OnlineExploration, RewardModelConfig
+from seiko.callbacks.policy_gradient import OnlinePPO
 from seiko.callbacks.reports import FeedbackReport
 from seiko.callbacks.writers import DesignWriter
 
@@ -21,6 +22,7 @@ __all__ = [
     "FeedbackReport",
     "Greedy",
     "OnlineExploration",
+    "OnlinePPO",
     "RewardModelConfig",
     "ThompsonBonus",
     "UCBBonus",

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from seiko.diffusion import GaussianSampler, InitialNoise, NoiseSchedule, RewardGuidance
 from seiko.diffusion.chain import KLGradient
+from seiko.diffusion.ppo import ppo_loss
 from seiko.diffusion.schedule import BetaSchedule, PredictionType, TimestepSpacing
 from seiko.diffusion.step import KLReduction, SamplerKind
 
@@ -106,7 +107,8 @@ class DiffusionModule(L.LightningModule):
         mode: "pretrain" (denoising loss), "finetune" (reward objective through the chain), or
             "guidance" (no training: ``sample`` steers every step up the gradient of ``reward``,
             with ``sampler.guidance_scale``; see ``seiko.diffusion.guidance``; the online loop's
-            reward-guided baseline).
+            reward-guided baseline), or "ppo" (online policy gradient, DDPO: the clipped PPO loss
+            on the batches that ``seiko.callbacks.OnlinePPO`` samples and measures).
         schedule: the noise schedule.
         sampler: the sampling chain, its gradient checkpointing/truncation and KL reduction.
         kl_weight: alpha in reward - alpha * KL.
@@ -121,7 +123,7 @@ class DiffusionModule(L.LightningModule):
         self,
         denoiser: nn.Module,
         data_shape: Sequence[int],
-        mode: Literal["pretrain", "finetune", "guidance"] = "pretrain",
+        mode: Literal["pretrain", "finetune", "guidance", "ppo"] = "pretrain",
         schedule: ScheduleConfig = ScheduleConfig(),
         sampler: SamplerConfig = SamplerConfig(),
         kl_weight: float = 0.1,
@@ -131,8 +133,9 @@ class DiffusionModule(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
     ) -> None:
         super().__init__()
-        if mode not in ("pretrain", "finetune", "guidance"):
-            raise ValueError(f"mode={mode!r} is not one of ('pretrain', 'finetune', 'guidance')")
+        modes = ("pretrain", "finetune", "guidance", "ppo")
+        if mode not in modes:
+            raise ValueError(f"mode={mode!r} is not one of {modes}")
         if kl_weight < 0:
             raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
         if not 0.0 <= cond_dropout < 1.0:
@@ -254,6 +257,44 @@ class DiffusionModule(L.LightningModule):
         reward, to_input = self.reward, self.reward_input
         return RewardGuidance(lambda x0: reward(to_input(x0)), scale=self.guidance_scale)
 
+    @torch.no_grad()
+    def sample_trajectories(
+        self, n: int, cond: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> dict[str, Any]:
+        """n trajectories of the current model for PPO: {"x0", "trajectory", "log_probs"}, the
+        log-probabilities (stochastic steps, n) those of the sampling model (no gradient)."""
+        was_training = self.training
+        self.eval()
+        try:
+            x_T = self.initial(n, generator=generator)
+            out = self.sampler(
+                self.denoiser, x_T, cond=cond, generator=generator, return_trajectory=True
+            )
+            log_probs, _ = self.sampler.log_prob(self.denoiser, out.trajectory, cond=cond)
+        finally:
+            self.train(was_training)
+        return {"x0": out.x0, "trajectory": out.trajectory, "log_probs": log_probs}
+
+    def ppo_step(self) -> Tensor | None:
+        """The clipped PPO loss (+ kl_weight * per-step KL to the reference) on ``ppo_batch``."""
+        batch = getattr(self, "ppo_batch", None)
+        if batch is None:
+            return None  # nothing sampled for this step (budget spent, or a resumed update)
+        reference = self.reference if self.kl_weight > 0 else None
+        log_probs, kls = self.sampler.log_prob(
+            self.denoiser, batch["trajectory"], reference=reference
+        )
+        loss, info = ppo_loss(
+            log_probs, batch["old_log_probs"], batch["advantages"], batch["clip_range"]
+        )
+        kl = kls.sum(0).mean()
+        total = loss + self.kl_weight * kl
+        self.log("train/loss", total, prog_bar=True)
+        self.log_dict(
+            {"train/ppo_loss": loss, "train/kl": kl, **{f"ppo/{k}": v for k, v in info.items()}}
+        )
+        return total
+
     # ------------------------------------------------------------------ objectives
     def denoising_loss(self, batch: dict[str, Tensor]) -> Tensor:
         """Mean squared error of the denoiser's prediction at uniformly drawn timesteps."""
@@ -308,6 +349,8 @@ class DiffusionModule(L.LightningModule):
             return loss
         if self.mode == "guidance":
             return None  # nothing to train: Lightning skips the optimizer step
+        if self.mode == "ppo":
+            return self.ppo_step()
         # In fine-tuning a batch only says how many chains to run (and their classes, if any):
         # any batch with a first dimension will do.
         cond = batch.get("cond") if isinstance(batch, dict) else None
@@ -440,7 +483,7 @@ class SequenceDiffusion(SequenceVocabulary, DiffusionModule):
         vocabulary: list[str],
         seq_len: int,
         pad_symbol: str | None = None,
-        mode: Literal["pretrain", "finetune", "guidance"] = "pretrain",
+        mode: Literal["pretrain", "finetune", "guidance", "ppo"] = "pretrain",
         schedule: ScheduleConfig = ScheduleConfig(),
         sampler: SamplerConfig = SamplerConfig(),
         kl_weight: float = 0.1,

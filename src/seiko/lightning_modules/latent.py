@@ -166,7 +166,7 @@ class LatentSequenceDiffusion(SequenceVocabulary, DiffusionModule):
         autoencoder_checkpoint: str | None = None,
         latent_scale: float | None = None,
         decode_temperature: float = 0.0,
-        mode: Literal["pretrain", "finetune", "guidance"] = "pretrain",
+        mode: Literal["pretrain", "finetune", "guidance", "ppo"] = "pretrain",
         schedule: ScheduleConfig = ScheduleConfig(),
         sampler: SamplerConfig = SamplerConfig(),
         kl_weight: float = 0.1,

@@ -1,0 +1,175 @@
+"""Online PPO (DDPO) as a Lightning callback: the paper's policy-gradient baseline.
+
+Every ``ppo_epochs`` training steps the callback
+
+1. samples ``samples_per_update`` trajectories from the current model (each DDP rank its share),
+2. measures every sample's design on rank 0 through the ``OracleLedger`` (so PPO spends the
+   budget as it learns: every sample used for a gradient is a paid query; a duplicate of a
+   measured design is answered from the store and not paid again),
+3. normalises the rewards into advantages and records the sampling model's per-step
+   log-probabilities,
+
+and the module (``mode="ppo"``) then takes ``ppo_epochs`` optimizer steps of the clipped PPO loss
+on that batch (``seiko.diffusion.ppo``). Training stops when the budget is spent.
+
+Resuming: an update whose queries the store already holds (the run was killed after paying for
+it) is not paid again; its trajectories are gone with the killed process, so that update is
+skipped and the run goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
+
+from seiko.callbacks.exploration import _gather
+from seiko.diffusion.ppo import normalized_advantages
+from seiko.oracles.base import Oracle
+from seiko.oracles.ledger import OracleLedger
+from seiko.oracles.store import FeedbackStore
+from seiko.oracles.wrappers import load_oracle
+
+
+class OnlinePPO(Callback):
+    """Measure PPO's samples with the oracle and hand them to a ``mode="ppo"`` module.
+
+    Args:
+        oracle: the ground truth (an ``Oracle`` or a class path / dotted function in YAML).
+        budget: total oracle queries.
+        samples_per_update: trajectories sampled (and measured) per PPO update.
+        ppo_epochs: optimizer steps on each sampled batch (the ratio departs from 1 after the
+            first, which is where the clip acts).
+        clip_range: PPO's epsilon (DDPO: 1e-4).
+        advantage_clip: advantages are clipped to [-advantage_clip, advantage_clip] (DDPO: 5).
+        store_path: the FeedbackStore; default ``<default_root_dir>/feedback.sqlite``.
+        seed: seeds the sampling.
+    """
+
+    def __init__(
+        self,
+        oracle: Oracle,
+        budget: int,
+        samples_per_update: int = 64,
+        ppo_epochs: int = 2,
+        clip_range: float = 1e-4,
+        advantage_clip: float = 5.0,
+        store_path: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        if budget < 1 or samples_per_update < 1 or ppo_epochs < 1:
+            raise ValueError(
+                f"need budget, samples_per_update, ppo_epochs >= 1; got {budget}, "
+                f"{samples_per_update}, {ppo_epochs}"
+            )
+        self.oracle = load_oracle(oracle)
+        self.budget = budget
+        self.samples_per_update = samples_per_update
+        self.ppo_epochs = ppo_epochs
+        self.advantage_clip = advantage_clip
+        if clip_range <= 0:
+            raise ValueError(f"clip_range must be > 0, got {clip_range}")
+        self.clip_range = clip_range
+        self.store_path = store_path
+        self.seed = seed
+        self.ledger: OracleLedger | None = None
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def store(self) -> FeedbackStore | None:
+        return None if self.ledger is None else self.ledger.store
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        if getattr(pl_module, "mode", None) != "ppo":
+            raise ValueError("OnlinePPO trains with the PPO loss: set the module's mode='ppo'")
+        if self.store_path is None:
+            self.store_path = str(Path(trainer.default_root_dir) / "feedback.sqlite")
+        if trainer.is_global_zero and self.ledger is None:
+            self.ledger = OracleLedger(self.oracle, FeedbackStore(self.store_path), self.budget)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.ledger is not None and stage == "fit":
+            rank_zero_info(
+                f"feedback: {self.ledger.spent}/{self.budget} oracle queries spent (PPO); "
+                f"store at {self.store_path}"
+            )
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if pl_module.reference is None and pl_module.kl_weight > 0:
+            pl_module.snapshot_reference()  # the KL is to the model PPO started from
+
+    @staticmethod
+    def _broadcast(trainer: L.Trainer, obj: Any) -> Any:
+        return obj if trainer.world_size == 1 else trainer.strategy.broadcast(obj, src=0)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step % self.ppo_epochs:
+            return  # another optimizer step on the batch already sampled
+        update = trainer.global_step // self.ppo_epochs
+        quota = None
+        if trainer.is_global_zero:
+            assert self.ledger is not None
+            paid = len(self.ledger.store.rows(round=update, oracle=self.oracle.name))
+            quota = max(0, min(self.samples_per_update - paid, self.ledger.remaining))
+            if paid and quota:  # resumed inside an update: skip it rather than pay it twice
+                quota = 0
+        quota = self._broadcast(trainer, quota)
+        if quota == 0:
+            pl_module.ppo_batch = None
+            if trainer.is_global_zero and self.ledger.remaining == 0:
+                trainer.should_stop = True
+            return
+        rank, world = trainer.global_rank, trainer.world_size
+        share = quota // world + (1 if rank < quota % world else 0)
+        generator = torch.Generator(device=pl_module.device)
+        generator.manual_seed((self.seed * 1_000_003 + update) * 1_009 + rank)
+        batch_out = pl_module.sample_trajectories(share, generator=generator) if share else None
+        designs = pl_module.decode(batch_out["x0"]) if batch_out is not None else []
+        all_designs = _gather(trainer, designs)
+        values = None
+        if trainer.is_global_zero:
+            values = self.ledger.measure(
+                all_designs, round=update, keys=[str(d) for d in all_designs]
+            )
+        values = self._broadcast(trainer, values)
+        start = sum(quota // world + (1 if r < quota % world else 0) for r in range(rank))
+        advantages = normalized_advantages(values, clip=self.advantage_clip)[start : start + share]
+        if batch_out is not None:
+            pl_module.ppo_batch = {
+                "trajectory": batch_out["trajectory"],
+                "old_log_probs": batch_out["log_probs"],
+                "advantages": advantages.to(pl_module.device),
+                "clip_range": self.clip_range,
+            }
+        else:
+            pl_module.ppo_batch = None
+        finite = values[torch.isfinite(values)]
+        stats = {
+            "feedback/queries": float(self.ledger.spent) if self.ledger else math.nan,
+            "feedback/update_mean": float(finite.mean()) if finite.numel() else math.nan,
+            "feedback/best": float(finite.max()) if finite.numel() else math.nan,
+        }
+        self.history.append(stats)
+        for key, value in stats.items():
+            if math.isfinite(value):
+                pl_module.log(key, value, on_step=True, rank_zero_only=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"store_path": self.store_path, "history": self.history, "budget": self.budget}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.store_path is None:
+            self.store_path = state_dict["store_path"]
+        self.history = list(state_dict["history"])
+
+
+__all__ = ["OnlinePPO"]
