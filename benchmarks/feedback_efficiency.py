@@ -8,6 +8,8 @@ Rows, all at the same budget (``scripts/make_molecule_configs.py``'s BUDGET):
 
 * the five online methods, each exactly its config ``configs/molecules/<task>/<method>.yaml``
   (SEIKO-UCB, SEIKO-Bootstrap, SEIKO-TS, Greedy, Non-adaptive), run with ``seiko fit`` in process;
+* the paper's other two families, from their configs beside those: reward-guided sampling
+  (``guidance.yaml``) and online PPO / DDPO (``ppo.yaml``);
 * best-of-N: N = budget samples of the pretrained prior, all measured;
 * training-set picks: N = budget molecules drawn at random from the shipped training molecules.
 
@@ -34,7 +36,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from make_molecule_configs import BUDGET, METHODS, PRIOR, TASKS  # noqa: E402
+from make_molecule_configs import BUDGET, METHODS, OTHER_METHODS, PRIOR, TASKS  # noqa: E402
 
 from seiko.callbacks.exploration import load_oracle  # noqa: E402
 from seiko.cli import build_cli  # noqa: E402
@@ -51,6 +53,8 @@ LABELS = {
     "seiko_ts": "SEIKO-TS",
     "greedy": "Greedy",
     "non_adaptive": "Non-adaptive",
+    "guidance": "Reward-guided sampling",
+    "ppo": "Online PPO (DDPO)",
     "best_of_n": "Best-of-N (prior)",
     "training_set": "Training-set picks",
 }
@@ -93,6 +97,8 @@ def run_method(task: str, method: str, seed: int, out: Path) -> dict:
     for callback in trainer["callbacks"]:
         if callback["class_path"].endswith("OnlineExploration"):
             callback["init_args"].update(seed=seed, fit_progress=False)
+        if callback["class_path"].endswith("OnlinePPO"):
+            callback["init_args"].update(seed=seed)
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     start = time.perf_counter()
@@ -157,7 +163,9 @@ def table(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--methods", nargs="+", default=[*METHODS, "best_of_n", "training_set"])
+    parser.add_argument(
+        "--methods", nargs="+", default=[*METHODS, *OTHER_METHODS, "best_of_n", "training_set"]
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", default="runs/feedback_efficiency")
     parser.add_argument("--threads", type=int, default=2)

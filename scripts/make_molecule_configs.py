@@ -38,6 +38,7 @@ TASKS = {
 
 ROUNDS = 5
 BUDGET = 1000
+GUIDANCE_SCALE = 1.0
 PER_ROUND = [BUDGET // ROUNDS] * ROUNDS
 METHODS = {
     "seiko_ucb": {
@@ -63,6 +64,17 @@ METHODS = {
         "queries_per_round": [BUDGET] + [0] * (ROUNDS - 1),
     },
 }
+#: The paper's other two families (issue: reward-guided sampling and online PPO), same budget.
+OTHER_METHODS = {
+    # Reward-guided sampling: the online loop's reward model (with the UCB bonus) steers sampling;
+    # the model itself is never trained.
+    "guidance": {
+        "bonus": {"class_path": "seiko.callbacks.UCBBonus", "init_args": {"beta": 1.0}},
+        "queries_per_round": PER_ROUND,
+    },
+    # DDPO: every sample PPO learns from is measured; no reward model.
+    "ppo": {"samples_per_update": 50, "ppo_epochs": 2, "clip_range": 1.0e-4},
+}
 AUTOENCODER = {
     "class_path": "seiko.nets.SequenceAutoencoder",
     "init_args": {
@@ -81,26 +93,43 @@ DENOISER = {
 
 def config(task: str, method: str) -> dict:
     root = f"runs/molecules_{task}_{method}"
-    exploration = {
-        "oracle": TASKS[task],
-        "budget": BUDGET,
-        **METHODS[method],
-        "reward_model": {"architecture": "mlp", "hidden": 256, "epochs": 100, "patience": 10},
-        "fit_progress": True,
-    }
+    if method == "ppo":
+        mode, lr = "ppo", 1.0e-4
+        feedback = {
+            "class_path": "seiko.callbacks.OnlinePPO",
+            "init_args": {"oracle": TASKS[task], "budget": BUDGET, **OTHER_METHODS["ppo"]},
+        }
+    else:
+        mode, lr = ("guidance" if method == "guidance" else "finetune"), 1.0e-4
+        exploration = {
+            "oracle": TASKS[task],
+            "budget": BUDGET,
+            **(METHODS.get(method) or OTHER_METHODS[method]),
+            "reward_model": {"architecture": "mlp", "hidden": 256, "epochs": 100, "patience": 10},
+            "fit_progress": True,
+        }
+        feedback = {"class_path": "seiko.callbacks.OnlineExploration", "init_args": exploration}
+    sampler = {"num_steps": 50, "checkpoint": True}
+    if method == "guidance":
+        sampler["guidance_scale"] = GUIDANCE_SCALE
+    trainer_length = (
+        {"max_epochs": 1000, "limit_train_batches": 2 * OTHER_METHODS["ppo"]["ppo_epochs"]}
+        if method == "ppo"  # runs until the budget is spent: BUDGET / samples_per_update updates
+        else {"max_epochs": ROUNDS, "limit_train_batches": 20}
+    )
     return {
         "seed_everything": 0,
         "model": {
             "class_path": "seiko.lightning_modules.LatentMoleculeDiffusion",
             "init_args": {
-                "mode": "finetune",
+                "mode": mode,
                 "pretrained_checkpoint": PRIOR,
                 "autoencoder": AUTOENCODER,
                 "denoiser": DENOISER,
                 "kl_weight": 0.01,
                 "schedule": {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2"},
-                "sampler": {"num_steps": 50, "checkpoint": True},
-                "optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 1.0e-4}},
+                "sampler": sampler,
+                "optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": lr}},
             },
         },
         "data": {
@@ -115,12 +144,11 @@ def config(task: str, method: str) -> dict:
         },
         "trainer": {
             "accelerator": "cpu",
-            "max_epochs": ROUNDS,
-            "limit_train_batches": 20,
+            **trainer_length,
             "limit_val_batches": 0,
             "default_root_dir": root,
             "callbacks": [
-                {"class_path": "seiko.callbacks.OnlineExploration", "init_args": exploration},
+                feedback,
                 {"class_path": "seiko.callbacks.FeedbackReport"},
                 {
                     "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
@@ -147,7 +175,7 @@ def paths() -> dict[Path, str]:
     return {
         ROOT / "configs" / "molecules" / task / f"{method}.yaml": render(task, method)
         for task in TASKS
-        for method in METHODS
+        for method in [*METHODS, *OTHER_METHODS]
     }
 
 
