@@ -242,9 +242,11 @@ def test_truncation_backpropagates_through_exactly_the_last_steps(truncate, chec
 
     last = sampler.timesteps[-truncate:]
     assert sorted(net.backward_timesteps) == sorted(last)
-    # Checkpointing adds one recomputation per gradient step (its output is not on the graph).
+    # Checkpointing runs each gradient step's first pass without autograd and recomputes it,
+    # with autograd, in the backward pass: one extra call per gradient step, the only one with grad.
     forward_with_grad = [t for t, requires_grad in net.calls if requires_grad]
-    assert sorted(forward_with_grad) == sorted(last * (2 if checkpoint else 1))
+    assert sorted(forward_with_grad) == sorted(last)
+    assert len(net.calls) == STEPS + (truncate if checkpoint else 0)
     assert [t for t, _ in net.calls[:STEPS]] == sampler.timesteps
     # The KL terms of the first steps do not reach the parameters either.
     first = STEPS - truncate
@@ -307,3 +309,24 @@ def test_prior_shape_and_generator():
     x = sampler.prior(4, (L, V), generator=torch.Generator().manual_seed(1))
     assert x.shape == (4, L, V)
     assert torch.equal(x, torch.randn(4, L, V, generator=torch.Generator().manual_seed(1)))
+
+
+def test_checkpoint_recomputes_dropout_with_the_same_random_state():
+    # A denoiser with dropout, in training mode: the recomputation must draw the same masks as
+    # the first pass, or the gradient would belong to another network.
+    torch.manual_seed(0)
+    net = SequenceDenoiser(V, L, d_model=16, n_layers=1, n_heads=2, dropout=0.3).train()
+    sampler_args = dict(num_steps=STEPS, kl_reduction="sum")
+    x_T, noises = torch.randn(B, L, V), fixed_noises()
+    results = []
+    for checkpoint in (False, True):
+        net.zero_grad(set_to_none=True)
+        torch.manual_seed(1)
+        sampler = GaussianSampler(NoiseSchedule.create(), checkpoint=checkpoint, **sampler_args)
+        out = sampler(net, x_T, grad=True, noises=noises)
+        grads = torch.autograd.grad(out.x0.pow(2).sum(), list(net.parameters()))
+        results.append((out.x0.detach(), grads))
+    (x_plain, g_plain), (x_ckpt, g_ckpt) = results
+    torch.testing.assert_close(x_ckpt, x_plain)
+    for a, b in zip(g_ckpt, g_plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -42,6 +42,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from seiko.diffusion.guidance import RewardGuidance
+from seiko.diffusion.recompute import recompute
 from seiko.diffusion.schedule import NoiseSchedule, TimestepSpacing
 from seiko.diffusion.step import (
     KLReduction,
@@ -203,6 +204,17 @@ class GaussianSampler:
         kls: list[Tensor] = []
         trajectory = [x_T.detach()] if return_trajectory else []
         detached = self.kl_gradient == "detached"
+        # The trainable tensors of a module denoiser, for seiko's recompute; anything else (a
+        # plain callable, a conditioning that itself needs gradient) takes torch's checkpoint.
+        params = None
+        cond_needs_grad = isinstance(cond, Tensor) and cond.requires_grad
+        if (
+            grad
+            and self.checkpoint
+            and isinstance(denoiser, torch.nn.Module)
+            and not cond_needs_grad
+        ):
+            params = [p for p in denoiser.parameters() if p.requires_grad]
         for i, coef in enumerate(self.coefficients):
             step_reference: Denoiser | Tensor | None = reference
             if reference is not None and detached and coef.std > 0 and grad and i >= n - k:
@@ -215,6 +227,18 @@ class GaussianSampler:
             if not (grad and i >= n - k):
                 with torch.no_grad():
                     mean, kl = self._step(*args)
+            elif self.checkpoint and params is not None:
+                # no autograd in the first pass (see seiko.diffusion.recompute)
+                constant = step_reference if isinstance(step_reference, Tensor) else None
+                module_ref = None if constant is not None else step_reference
+
+                def fn(x_in, c, i=i, coef=coef, module_ref=module_ref):
+                    ref = c if c is not None else module_ref
+                    return self._step(denoiser, ref, x_in, t_tensors[i], cond, coef)
+
+                mean, kl = recompute(fn, x, constant, params)
+                if reference is None or coef.std == 0:
+                    kl = None
             elif self.checkpoint:
                 mean, kl = activation_checkpoint(self._step, *args, use_reentrant=False)
             else:
