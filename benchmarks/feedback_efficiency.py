@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from make_molecule_configs import BUDGET, METHODS, OTHER_METHODS, PRIOR, TASKS  # noqa: E402
 
+import seiko.lightning_modules  # noqa: E402, F401  (a checkpoint's class must be imported to load)
 from seiko.callbacks.exploration import load_oracle  # noqa: E402
 from seiko.cli import build_cli  # noqa: E402
 from seiko.datamodules.molecules import canonical_smiles, read_smiles  # noqa: E402

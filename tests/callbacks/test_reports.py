@@ -38,6 +38,24 @@ def _latent_model() -> LatentMoleculeDiffusion:
     )
 
 
+def _fit(model, callbacks: list, root: Path, epochs: int, steps: int) -> L.Trainer:
+    """Fit on CPU, quietly; the batches only say how many chains each fine-tuning step runs."""
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        limit_train_batches=steps,
+        limit_val_batches=0,
+        callbacks=callbacks,
+        default_root_dir=root,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, train_dataloaders=DataLoader(torch.zeros(4, 1), batch_size=4))
+    return trainer
+
+
 @pytest.mark.parametrize("designs", ["auto", "text"])
 def test_each_round_writes_the_curve_and_the_best_designs(tmp_path: Path, designs: str):
     model = _latent_model()
@@ -50,19 +68,7 @@ def test_each_round_writes_the_curve_and_the_best_designs(tmp_path: Path, design
         sample_batch_size=12,
     )
     report = FeedbackReport(designs=designs)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=2,
-        limit_train_batches=1,
-        limit_val_batches=0,
-        callbacks=[exploration, report],
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, train_dataloaders=DataLoader(torch.zeros(4, 1), batch_size=4))
+    _fit(model, [exploration, report], tmp_path, epochs=2, steps=1)
 
     store = FeedbackStore(tmp_path / "feedback.sqlite")
     # duplicates are not paid again, and the model is sampled again for what they left unspent
@@ -119,20 +125,8 @@ def test_a_collapsed_model_leaves_the_quota_unspent_with_a_warning(tmp_path: Pat
         reward_model={"architecture": "mlp", "epochs": 2},
         max_draws=3,
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=2,
-        limit_train_batches=1,
-        limit_val_batches=0,
-        callbacks=[exploration],
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
     with pytest.warns(UserWarning, match=r"round 0: 3 of 5 queries left unspent after 3 draws"):
-        trainer.fit(model, train_dataloaders=DataLoader(torch.zeros(4, 1), batch_size=4))
+        _fit(model, [exploration], tmp_path, epochs=2, steps=1)
     assert FeedbackStore(tmp_path / "feedback.sqlite").spent() == 2
     assert exploration.history[0]["feedback/draws"] == 3
     with pytest.raises(ValueError, match="max_draws"):
@@ -150,19 +144,7 @@ def test_guidance_mode_explores_without_training_the_model(tmp_path: Path):
         bonus=UCBBonus(beta=1.0),
         reward_model={"architecture": "mlp", "epochs": 3},
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=2,
-        limit_train_batches=1,
-        limit_val_batches=0,
-        callbacks=[exploration],
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, train_dataloaders=DataLoader(torch.zeros(4, 1), batch_size=4))
+    _fit(model, [exploration], tmp_path, epochs=2, steps=1)
     assert FeedbackStore(tmp_path / "feedback.sqlite").spent() == 20
     for key, value in model.denoiser.state_dict().items():
         assert torch.equal(value, before[key]), key  # guidance never trains
@@ -180,19 +162,7 @@ def test_online_ppo_spends_the_budget_on_the_samples_it_learns_from(tmp_path: Pa
     before = [p.detach().clone() for p in model.denoiser.parameters()]
     ppo = OnlinePPO(QED(), budget=24, samples_per_update=8, ppo_epochs=2, clip_range=0.2)
     report = FeedbackReport(designs="text")
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=20,
-        limit_train_batches=2,
-        limit_val_batches=0,
-        callbacks=[ppo, report],
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, train_dataloaders=DataLoader(torch.zeros(4, 1), batch_size=4))
+    trainer = _fit(model, [ppo, report], tmp_path, epochs=20, steps=2)
     store = FeedbackStore(tmp_path / "feedback.sqlite")
     assert store.spent() == 24  # then it stopped: every update's samples were paid queries
     assert trainer.current_epoch < 19

@@ -20,7 +20,7 @@ from torch import Tensor
 
 class _Recompute(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, fn, n_params: int, x: Tensor, constant: Tensor | None, *params: Tensor):
+    def forward(ctx, fn, x: Tensor, constant: Tensor | None, *params: Tensor):
         ctx.fn, ctx.params = fn, params
         ctx.has_constant = constant is not None
         ctx.save_for_backward(x, *([constant] if constant is not None else []))
@@ -39,7 +39,7 @@ class _Recompute(torch.autograd.Function):
     def backward(ctx, grad_mean: Tensor, grad_kl: Tensor):
         x, *rest = ctx.saved_tensors
         constant = rest[0] if ctx.has_constant else None
-        needs_x = ctx.needs_input_grad[2]
+        needs_x = ctx.needs_input_grad[1]
         devices = (
             [torch.device(ctx.device_type, torch.cuda.current_device())]
             if ctx.cuda_state is not None
@@ -57,13 +57,13 @@ class _Recompute(torch.autograd.Function):
         if not ctx.kl_is_none:
             outputs.append(kl)
             grads.append(grad_kl)
-        wanted = [p for p, need in zip(ctx.params, ctx.needs_input_grad[4:], strict=True) if need]
+        wanted = [p for p, need in zip(ctx.params, ctx.needs_input_grad[3:], strict=True) if need]
         inputs = ([x_in] if needs_x else []) + wanted
         found = torch.autograd.grad(outputs, inputs, grads, allow_unused=True) if inputs else ()
         found = list(found)
         grad_x = found.pop(0) if needs_x else None
-        grad_params = [found.pop(0) if need else None for need in ctx.needs_input_grad[4:]]
-        return (None, None, grad_x, None, *grad_params)
+        grad_params = [found.pop(0) if need else None for need in ctx.needs_input_grad[3:]]
+        return (None, grad_x, None, *grad_params)
 
 
 def recompute(
@@ -77,5 +77,5 @@ def recompute(
     ``params``: every tensor ``fn`` reads that needs a gradient besides ``x`` (the trainable
     parameters); ``constant`` is passed through without gradient.
     """
-    mean, kl = _Recompute.apply(fn, len(params), x, constant, *params)
+    mean, kl = _Recompute.apply(fn, x, constant, *params)
     return mean, kl
