@@ -91,12 +91,22 @@ def build(setup: Setup) -> tuple[nn.Module, nn.Module, DDIMScheduler, torch.Tens
 
 
 def finetune_step(
-    sampler: GaussianSampler, net: nn.Module, reference: nn.Module | None, x_T: torch.Tensor
+    sampler: GaussianSampler,
+    net: nn.Module,
+    reference: nn.Module | None,
+    x_T: torch.Tensor,
+    train_mode: bool = False,
 ) -> None:
-    """One fine-tuning step's work: the chain with gradient, then backward of -reward + KL."""
-    net.train()
+    """One fine-tuning step's work: the chain with gradient, then backward of -reward + KL.
+
+    The chain runs in eval mode unless ``train_mode``, as ``DiffusionModule`` runs it by default
+    (``SamplerConfig.train_mode=False``); the backward pass runs in training mode, as it does
+    under Lightning (the recomputation restores the first pass's mode).
+    """
     net.zero_grad(set_to_none=True)
+    net.train(train_mode)
     out = sampler(net, x_T, reference=reference, grad=True)
+    net.train()
     loss = -out.x0.sum(dim=(1, 2)).mean() + 0.1 * out.kl.mean()
     loss.backward()
 
@@ -134,6 +144,12 @@ def model_costs(
             for _ in range(calls):
                 net(x, t)
 
+    def forward_no_grad_train_mode() -> None:  # training mode: no fused fast path
+        net.train()
+        with torch.no_grad():
+            for _ in range(calls):
+                net(x, t)
+
     def forward_backward() -> None:
         net.train()
         net.zero_grad(set_to_none=True)
@@ -146,6 +162,7 @@ def model_costs(
 
     return {
         "model_forward_no_grad": forward_no_grad,
+        "model_forward_no_grad_train_mode": forward_no_grad_train_mode,
         "model_forward_backward": forward_backward,
         "reference_forward_backward": reference_forward_backward,
     }
@@ -270,6 +287,9 @@ def run(setup: Setup, repeats: int) -> dict:
             "finetune_plain": lambda: finetune_step(plain, net, None, x_T),
             "finetune_ckpt_kl": lambda: finetune_step(ckpt, net, reference, x_T),
             "finetune_ckpt_kl_exact": lambda: finetune_step(ckpt_exact, net, reference, x_T),
+            "finetune_ckpt_kl_train_mode": lambda: finetune_step(
+                ckpt, net, reference, x_T, train_mode=True
+            ),
             **model_costs(net, reference, x_T, steps),
         },
         repeats,
@@ -278,6 +298,9 @@ def run(setup: Setup, repeats: int) -> dict:
         "finetune_plain": paired_ratios(times, "finetune_plain", "sample_ours"),
         "finetune_ckpt_kl": paired_ratios(times, "finetune_ckpt_kl", "sample_ours"),
         "finetune_ckpt_kl_exact": paired_ratios(times, "finetune_ckpt_kl_exact", "sample_ours"),
+        "finetune_ckpt_kl_train_mode": paired_ratios(
+            times, "finetune_ckpt_kl_train_mode", "sample_ours"
+        ),
         "vs_diffusers": paired_ratios(times, "sample_ours", "sample_diffusers"),
     }
     # What the model alone costs, in no-grad forward passes per step: a plain fine-tuning step is
@@ -287,10 +310,12 @@ def run(setup: Setup, repeats: int) -> dict:
     # backward for its input only (it is frozen).
     fb = statistics.median(paired_ratios(times, "model_forward_backward", F))
     ref_fb = statistics.median(paired_ratios(times, "reference_forward_backward", F))
+    train_fwd = statistics.median(paired_ratios(times, "model_forward_no_grad_train_mode", F))
     model_only = {
         "finetune_plain": fb,
         "finetune_ckpt_kl": fb + 1.0 + 1.0,
         "finetune_ckpt_kl_exact": fb + 1.0 + 1.0 + ref_fb,
+        "finetune_ckpt_kl_train_mode": fb + train_fwd + 1.0,
     }
 
     # The loop around the model alone: the same chains with a denoiser that costs nothing.
@@ -347,6 +372,8 @@ def report(result: dict) -> str:
         "finetune_ckpt_kl": "(a) fine-tune step / no-grad sampling, checkpoint + KL reference "
         "(default kl_gradient=detached)",
         "finetune_ckpt_kl_exact": "(a') the same with kl_gradient=exact, for contrast",
+        "finetune_ckpt_kl_train_mode": "(a'') the same with the chain in training mode "
+        "(SamplerConfig.train_mode=True), for contrast",
         "memory_50_vs_10": "(b) peak memory, checkpoint + KL, 50 steps / 10 steps",
         "memory_increase_50_vs_10": "(b') the increase over the resident set before the step, "
         "50 / 10 steps (stricter view)",
@@ -390,7 +417,10 @@ def report(result: dict) -> str:
         "(it is frozen, but the exact gradient flows through its input x_t into the earlier "
         "steps). The no-grad sampling pass uses torch's fused transformer fast path, which the "
         "forward pass with autograd cannot use: that is why the model's own forward+backward "
-        "costs about 3.5 no-grad forwards here rather than 3.",
+        "costs about 3.5 no-grad forwards here rather than 3. The checkpointed chain's first "
+        "pass runs without autograd, in eval mode by default, so it takes the fast path too; "
+        "in training mode (a'') it cannot, and its floor counts a training-mode no-grad forward "
+        "(measured) instead of 1.",
         "",
         f"Loop overhead per step with a denoiser that costs nothing (50 steps): GaussianSampler "
         f"{overhead['sample_ours']:.3f} ms, diffusers loop {overhead['sample_diffusers']:.3f} ms "

@@ -197,3 +197,25 @@ def test_bad_hyperparameters_are_rejected():
         make_module(kl_weight=-1.0)
     with pytest.raises(ValueError, match="pad_symbol"):
         make_module(pad_symbol="N")
+
+
+@pytest.mark.parametrize("train_mode", [False, True])
+def test_finetune_chain_runs_in_the_configured_mode_and_restores_it(train_mode):
+    # Dropout 0.5 makes the two modes give different chains from the same random state.
+    denoiser = SequenceDenoiser(len(VOCAB), L_SEQ, d_model=16, n_layers=1, n_heads=2, dropout=0.5)
+    module = make_module(
+        mode="finetune",
+        denoiser=denoiser,
+        sampler=SamplerConfig(num_steps=4, checkpoint=True, train_mode=train_mode),
+    )
+    chain_modes, reward_modes = [], []
+    module.reward = lambda x: (reward_modes.append(module.denoiser.training), count_reward(x))[1]
+    hook = module.denoiser.register_forward_pre_hook(lambda m, a: chain_modes.append(m.training))
+    module.train()
+    module.finetune_loss(4)["loss"].backward()
+    hook.remove()
+    # every forward of the chain, the recomputations in the backward pass included
+    assert len(chain_modes) == 8 and set(chain_modes) == {train_mode}
+    assert reward_modes == [True]  # restored before the reward is computed
+    assert module.denoiser.training
+    assert module.hparams["sampler"]["train_mode"] is train_mode

@@ -236,7 +236,10 @@ class GaussianSampler:
                     ref = c if c is not None else module_ref
                     return self._step(denoiser, ref, x_in, t_tensors[i], cond, coef)
 
-                mean, kl = recompute(fn, x, constant, params)
+                modules = (denoiser,) + (
+                    (module_ref,) if isinstance(module_ref, torch.nn.Module) else ()
+                )
+                mean, kl = recompute(fn, x, constant, params, modules=modules)
                 if reference is None or coef.std == 0:
                     kl = None
             elif self.checkpoint:

@@ -57,6 +57,12 @@ class SamplerConfig:
     and AlignProp code's choice, ~5 forwards per checkpointed step); ``"exact"`` also backpropagates
     through the reference's input (~8); see ``seiko.diffusion.chain``. ``guidance_scale`` is
     used by ``mode="guidance"`` only.
+
+    ``train_mode=False`` (default) runs the denoiser in eval mode inside the fine-tuning chain:
+    the chain being optimised is then the sampler that will be deployed (``sample`` runs in eval
+    mode), dropout does not make the reward gradient noisier, and the no-grad first pass of each
+    checkpointed step can take torch's fused inference kernels (benchmarks/engine.py measures
+    the difference). ``True`` keeps the training-mode behaviour (dropout active in the chain).
     """
 
     kind: SamplerKind = "ddim"
@@ -69,6 +75,7 @@ class SamplerConfig:
     kl_reduction: KLReduction = "mean"
     kl_gradient: KLGradient = "detached"
     guidance_scale: float = 1.0
+    train_mode: bool = False
 
 
 def nets_to_ignore(*names: str) -> list[str]:
@@ -154,6 +161,7 @@ class DiffusionModule(L.LightningModule):
         self.noise_schedule = NoiseSchedule.create(**asdict(schedule))
         chain = asdict(sampler)
         self.guidance_scale = chain.pop("guidance_scale")
+        self.chain_train_mode = chain.pop("train_mode")
         self.sampler = GaussianSampler(self.noise_schedule, **chain)
         self.initial_noise = InitialNoise(self.data_shape) if learn_initial_noise else None
         self.optimizer_factory = optimizer
@@ -322,7 +330,12 @@ class DiffusionModule(L.LightningModule):
                 "on x0, or add an exploration callback (seiko.callbacks) that sets it each round"
             )
         x_T = self.initial(n)
-        out = self.sampler(self.denoiser, x_T, cond=cond, reference=self.reference, grad=True)
+        was_training = self.denoiser.training
+        self.denoiser.train(self.chain_train_mode)
+        try:
+            out = self.sampler(self.denoiser, x_T, cond=cond, reference=self.reference, grad=True)
+        finally:
+            self.denoiser.train(was_training)
         reward = self.reward(self.reward_input(out.x0))
         if reward.shape != (n,):
             raise ValueError(f"reward returned shape {tuple(reward.shape)}, expected ({n},)")
