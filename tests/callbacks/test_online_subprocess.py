@@ -36,26 +36,22 @@ def _store_rows(path: Path) -> list[tuple[int, str]]:
         return connection.execute("SELECT round, design FROM feedback ORDER BY id").fetchall()
 
 
-def test_sigkill_after_the_oracle_answered_loses_nothing_and_resume_finishes(tmp_path):
-    budget, queries = 30, [12, 12, 12]
-    config = write_fixture(tmp_path, budget=budget, queries=queries, epochs=3, steps=8)
-    store = tmp_path / "run" / "feedback.sqlite"
-    env = _env(tmp_path)
+def _kill_once_round_is_paid(config: Path, root: Path, env: dict, kill_round: int) -> None:
+    """Run ``seiko fit`` and SIGKILL it as soon as the store holds answers of ``kill_round``."""
+    store = root / "run" / "feedback.sqlite"
     process = subprocess.Popen(
         [*SEIKO, "fit", "--config", str(config)],
-        cwd=tmp_path,
+        cwd=root,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
     deadline = time.time() + 300
     try:
-        # Kill as soon as round 1's answers are committed: the oracle has answered, the round's
-        # reward fit and training (and so its checkpoint) have not finished.
         while time.time() < deadline and process.poll() is None:
             if store.exists():
                 try:
-                    if any(r == 1 for r, _ in _store_rows(store)):
+                    if any(r == kill_round for r, _ in _store_rows(store)):
                         break
                 except sqlite3.OperationalError:
                     pass  # the writer holds a lock for a moment
@@ -65,20 +61,34 @@ def test_sigkill_after_the_oracle_answered_loses_nothing_and_resume_finishes(tmp
     finally:
         process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL
-    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("epoch=*.ckpt"))
-    assert checkpoints == ["epoch=0-step=8.ckpt"], checkpoints  # round 1 was not checkpointed
-    paid_before = _store_rows(store)
-    assert sum(r == 1 for r, _ in paid_before) == queries[1]
 
+
+def _resume(config: Path, root: Path, env: dict) -> None:
     resumed = subprocess.run(
         [*SEIKO, "fit", "--config", str(config), "--ckpt_path", "last"],
-        cwd=tmp_path,
+        cwd=root,
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+
+
+def test_sigkill_after_the_oracle_answered_loses_nothing_and_resume_finishes(tmp_path):
+    budget, queries = 30, [12, 12, 12]
+    config = write_fixture(tmp_path, budget=budget, queries=queries, epochs=3, steps=8)
+    store = tmp_path / "run" / "feedback.sqlite"
+    env = _env(tmp_path)
+    # Kill as soon as round 1's answers are committed: the oracle has answered, the round's
+    # reward fit and training (and so its checkpoint) have not finished.
+    _kill_once_round_is_paid(config, tmp_path, env, kill_round=1)
+    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("epoch=*.ckpt"))
+    assert checkpoints == ["epoch=0-step=8.ckpt"], checkpoints  # round 1 was not checkpointed
+    paid_before = _store_rows(store)
+    assert sum(r == 1 for r, _ in paid_before) == queries[1]
+
+    _resume(config, tmp_path, env)
     rows = _store_rows(store)
     designs = [d for _, d in rows]
     assert len(designs) == len(set(designs)) == budget  # every paid query once; budget spent
@@ -87,6 +97,33 @@ def test_sigkill_after_the_oracle_answered_loses_nothing_and_resume_finishes(tmp
     assert sum(r == 1 for r, _ in rows) == queries[1]
     oracle_calls = (tmp_path / "oracle.log").read_text().split()
     assert len(oracle_calls) == budget and sorted(oracle_calls) == sorted(designs)
+
+
+def test_online_ppo_sigkill_after_paying_an_update_loses_nothing_and_resume_finishes(tmp_path):
+    # 4 optimizer steps per epoch, 2 per PPO update: updates 0 and 1 in epoch 0 (checkpointed),
+    # updates 2 and 3 in epoch 1. The kill comes once update 2's samples are paid for.
+    budget, samples = 40, 8
+    config = write_fixture(tmp_path, budget=budget, epochs=8, steps=4, ppo_samples=samples)
+    store = tmp_path / "run" / "feedback.sqlite"
+    env = _env(tmp_path)
+    env["SEIKO_TEST_ORACLE_SECONDS"] = "0.05"  # a measurement takes time, as a real one does
+    _kill_once_round_is_paid(config, tmp_path, env, kill_round=2)
+    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("epoch=*.ckpt"))
+    assert checkpoints == ["epoch=0-step=4.ckpt"], checkpoints  # update 2 was not checkpointed
+    paid_before = _store_rows(store)
+    assert sum(r == 2 for r, _ in paid_before) > 0
+
+    _resume(config, tmp_path, env)
+    rows = _store_rows(store)
+    assert rows[: len(paid_before)] == paid_before  # nothing paid before the kill was lost
+    # The resumed run restarts at update 2, finds it paid (its trajectories died with the
+    # process) and skips it rather than paying for it twice; then it spends the rest.
+    assert [r for r, _ in rows].count(2) == [r for r, _ in paid_before].count(2)
+    assert all([r for r, _ in rows].count(u) <= samples for u in {r for r, _ in rows})
+    oracle_calls = (tmp_path / "oracle.log").read_text().split()
+    designs = [d for _, d in rows]
+    assert sorted(oracle_calls) == sorted(designs)  # each stored answer paid exactly once
+    assert len(oracle_calls) == budget  # the budget was spent, and not exceeded
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
