@@ -1,21 +1,25 @@
 """Strip a Lightning checkpoint to what inference and fine-tuning need, for shipping.
 
     python scripts/export_checkpoint.py runs/molecules_pretrain/checkpoints/last.ckpt \\
-        models/molecules/prior.ckpt
+        models/molecules/prior.ckpt [--set decode_beam_width=4]
 
 Keeps the weights (``state_dict``), the hyper-parameters (the config the model was built from,
 so ``LightningModule.load_from_checkpoint(path)`` rebuilds it), the Lightning version and the
 training position (epoch, global step) for the record; drops optimizer and scheduler states,
 loop and callback states (several times the weights' size, and of no use to a new run), and
 clears the hyper-parameters that name the files the weights were first loaded from.
+``--set KEY=VALUE`` (VALUE read as YAML) overrides a hyper-parameter the model already has, for
+settings that do not touch the weights (e.g. how latents are decoded).
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
 
 KEEP = (
     "state_dict",
@@ -28,7 +32,7 @@ KEEP = (
 )
 
 
-def export(source: str | Path, target: str | Path) -> Path:
+def export(source: str | Path, target: str | Path, overrides: dict[str, Any] | None = None) -> Path:
     checkpoint = torch.load(source, map_location="cpu", weights_only=False)
     if "state_dict" not in checkpoint:
         raise ValueError(f"{source} is not a Lightning checkpoint (no 'state_dict')")
@@ -39,6 +43,12 @@ def export(source: str | Path, target: str | Path) -> Path:
     for key in ("autoencoder_checkpoint", "pretrained_checkpoint"):
         if key in hparams:
             hparams[key] = None
+    for key, value in (overrides or {}).items():
+        if key not in hparams:
+            raise ValueError(
+                f"--set {key}: {source} has no hyper-parameter {key!r} (it has {sorted(hparams)})"
+            )
+        hparams[key] = value
     slim["hyper_parameters"] = hparams
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -46,8 +56,18 @@ def export(source: str | Path, target: str | Path) -> Path:
     return target
 
 
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit(__doc__)
-    path = export(sys.argv[1], sys.argv[2])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source")
+    parser.add_argument("target")
+    parser.add_argument("--set", type=_key_value, action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    path = export(args.source, args.target, dict(args.set))
     print(f"{path}: {path.stat().st_size / 2**20:.1f} MiB")

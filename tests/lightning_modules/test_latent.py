@@ -145,3 +145,24 @@ def test_latent_scale_must_be_known_before_decoding():
             5,
             latent_scale=-1.0,
         )
+
+
+def test_exported_checkpoint_loads_alone_with_overridden_decoding(stages, tmp_path):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "export_checkpoint.py"
+    spec = importlib.util.spec_from_file_location("export_checkpoint", script)
+    exporter = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exporter)
+    _, latent_ckpt = stages
+    target = exporter.export(latent_ckpt, tmp_path / "prior.ckpt", {"decode_beam_width": 3})
+    slim = torch.load(target, weights_only=False)
+    assert "optimizer_states" not in slim and "loops" not in slim
+    assert slim["hyper_parameters"]["autoencoder_checkpoint"] is None  # no path to a lost file
+    model = L.LightningModule.load_from_checkpoint(target, map_location="cpu")
+    assert model.decode_beam_width == 3
+    original = L.LightningModule.load_from_checkpoint(latent_ckpt, map_location="cpu")
+    for a, b in zip(model.state_dict().values(), original.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="no hyper-parameter 'decode_beam'"):
+        exporter.export(latent_ckpt, tmp_path / "bad.ckpt", {"decode_beam": 3})

@@ -151,6 +151,8 @@ class LatentSequenceDiffusion(SequenceVocabulary, DiffusionModule):
         latent_scale: multiplies the posterior mean into model space; None: 1 / (std of the
             first training batch's means), measured at the start of pretraining.
         decode_temperature: 0 decodes greedily; > 0 samples each token at that temperature.
+        decode_beam_width: > 1 decodes by beam search (with ``decode_temperature`` 0): the
+            decoder's most likely whole sequence rather than its token-by-token argmax.
         pretrained_checkpoint: a latent model's checkpoint: loads the denoiser and, when present,
             the autoencoder and the latent scale (what a fine-tuning config starts from).
         Other arguments: see ``DiffusionModule``.
@@ -166,6 +168,7 @@ class LatentSequenceDiffusion(SequenceVocabulary, DiffusionModule):
         autoencoder_checkpoint: str | None = None,
         latent_scale: float | None = None,
         decode_temperature: float = 0.0,
+        decode_beam_width: int = 1,
         mode: Literal["pretrain", "finetune", "guidance", "ppo"] = "pretrain",
         schedule: ScheduleConfig = ScheduleConfig(),
         sampler: SamplerConfig = SamplerConfig(),
@@ -176,6 +179,11 @@ class LatentSequenceDiffusion(SequenceVocabulary, DiffusionModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
     ) -> None:
         self._set_vocabulary(vocabulary, seq_len, pad_symbol)
+        if decode_beam_width < 1 or decode_temperature < 0:
+            raise ValueError(
+                f"need decode_beam_width >= 1 and decode_temperature >= 0, got "
+                f"{decode_beam_width} and {decode_temperature}"
+            )
         latent_dim = getattr(autoencoder, "latent_dim", None)
         if latent_dim is None:
             raise ValueError("autoencoder needs a latent_dim (a seiko.nets.SequenceAutoencoder)")
@@ -195,6 +203,7 @@ class LatentSequenceDiffusion(SequenceVocabulary, DiffusionModule):
         )
         self.hparams["pretrained_checkpoint"] = pretrained_checkpoint
         self.decode_temperature = decode_temperature
+        self.decode_beam_width = decode_beam_width
         self.autoencoder = autoencoder.requires_grad_(False).eval()
         # 0 = not measured yet; a buffer, so it travels in the checkpoint
         self.register_buffer("latent_scale", torch.tensor(float(latent_scale or 0.0)))
@@ -236,7 +245,9 @@ class LatentSequenceDiffusion(SequenceVocabulary, DiffusionModule):
     def decode(self, x: Tensor) -> list[str]:
         """(B, latent_dim) -> B strings, each ending at the decoder's first pad."""
         z = x.detach().to(self.device) / self._scale()
-        ids = self.autoencoder.generate(z, temperature=self.decode_temperature)
+        ids = self.autoencoder.generate(
+            z, temperature=self.decode_temperature, beam_width=self.decode_beam_width
+        )
         return self.strings(ids, stop_at_pad=True)
 
     def encode(self, designs: Sequence[Any]) -> Tensor:

@@ -108,9 +108,25 @@ class SequenceAutoencoder(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, z: Tensor, temperature: float = 0.0, generator: torch.Generator | None = None
+        self,
+        z: Tensor,
+        temperature: float = 0.0,
+        generator: torch.Generator | None = None,
+        beam_width: int = 1,
     ) -> Tensor:
-        """Token ids (B, L) decoded from z (B, latent_dim): greedy (temperature 0) or sampled."""
+        """Token ids (B, L) decoded from z (B, latent_dim).
+
+        ``temperature`` 0 decodes greedily (``beam_width`` 1) or by beam search (``beam_width``
+        > 1: the most likely whole sequence among ``beam_width`` kept at each position, scored by
+        the summed log-probability of all L tokens, pads included); > 0 samples each token at that
+        temperature (no beam).
+        """
+        if beam_width < 1:
+            raise ValueError(f"beam_width must be >= 1, got {beam_width}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if beam_width > 1 and temperature == 0:
+            return self._beam_search(z, beam_width)
         b = z.shape[0]
         h = self._initial_state(z)
         token_in = self.start.expand(b, -1)
@@ -125,6 +141,25 @@ class SequenceAutoencoder(nn.Module):
                 out[:, i] = logits.argmax(-1)
             token_in = self.embed(out[:, i])
         return out
+
+    def _beam_search(self, z: Tensor, k: int) -> Tensor:
+        b, v = z.shape[0], self.head.out_features
+        zk = z.repeat_interleave(k, dim=0)  # (B*K, D): beam j of item i at row i*K + j
+        h = self._initial_state(zk)
+        token_in = self.start.expand(b * k, -1)
+        scores = torch.full((b, k), float("-inf"), device=z.device)
+        scores[:, 0] = 0.0  # all beams start identical: keep one, or the top-K would repeat it
+        history = torch.empty(b, k, 0, dtype=torch.long, device=z.device)
+        rows = torch.arange(b, device=z.device)[:, None]
+        for _ in range(self.seq_len):
+            step, h = self.decoder(torch.cat([token_in, zk], dim=-1)[:, None, :], h)
+            log_probs = torch.log_softmax(self.head(step[:, 0]), dim=-1).view(b, k, v)
+            scores, flat = (scores[..., None] + log_probs).view(b, k * v).topk(k, dim=-1)
+            beam, token = flat // v, flat % v
+            history = torch.cat([history[rows, beam], token[..., None]], dim=-1)
+            h = h.reshape(h.shape[0], b, k, -1)[:, rows, beam].reshape(h.shape[0], b * k, -1)
+            token_in = self.embed(token.reshape(-1))
+        return history[:, 0]  # topk sorts: beam 0 is the most likely
 
 
 __all__ = ["SequenceAutoencoder"]
