@@ -166,3 +166,15 @@ def test_exported_checkpoint_loads_alone_with_overridden_decoding(stages, tmp_pa
         torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="no hyper-parameter 'decode_beam'"):
         exporter.export(latent_ckpt, tmp_path / "bad.ckpt", {"decode_beam": 3})
+    assert exporter._key_value("decode_beam_width=4") == ("decode_beam_width", 4)
+    with pytest.raises(Exception, match="KEY=VALUE"):
+        exporter._key_value("decode_beam_width")
+    vocabulary = model.vocabulary
+    with pytest.raises(ValueError, match="decode_beam_width >= 1"):
+        LatentMoleculeDiffusion(
+            VectorDenoiser(8, width=16, n_layers=1),
+            SequenceAutoencoder(len(vocabulary), 56, **AE),
+            vocabulary=vocabulary,
+            seq_len=56,
+            decode_beam_width=0,
+        )
