@@ -6,6 +6,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import selfies as sf
 import torch
 
 from seiko.cli import build_cli
@@ -178,3 +179,43 @@ def test_exported_checkpoint_loads_alone_with_overridden_decoding(stages, tmp_pa
             seq_len=56,
             decode_beam_width=0,
         )
+
+
+def test_cached_latents_equal_encoded_ones_and_skip_the_encoder(stages):
+    _, latent_ckpt = stages
+    model = L.LightningModule.load_from_checkpoint(latent_ckpt, map_location="cpu")
+    assert model.cache_latents  # the default
+    selfies = [sf.encoder(s) for s in ("CCO", "c1ccccc1O", "CCO", "CC(=O)Oc1ccccc1C(=O)O")]
+    tokens = model.token_ids(selfies)
+    calls = []
+    encode = model.autoencoder.encode
+
+    def counting_encode(x):
+        calls.append(x.shape[0])
+        return encode(x)
+
+    model.autoencoder.encode = counting_encode
+    try:
+        first = model._posterior_means(tokens)
+        assert calls == [3]  # three distinct rows encoded once ("CCO" twice in the batch)
+        second = model._posterior_means(tokens.flip(0))
+        assert calls == [3]  # all cached: the encoder is not called again
+    finally:
+        del model.autoencoder.encode  # back to the class's method
+    direct = model.autoencoder.encode(tokens)[0]
+    torch.testing.assert_close(first, direct)
+    torch.testing.assert_close(second, direct.flip(0))
+    model.cache_latents = False
+    torch.testing.assert_close(model._posterior_means(tokens), direct)
+    # the loss sees the scaled means either way
+    torch.manual_seed(0)
+    uncached = model.denoising_loss({"tokens": tokens})
+    model.cache_latents = True
+    torch.manual_seed(0)
+    assert torch.allclose(model.denoising_loss({"tokens": tokens}), uncached)
+
+
+def test_token_ids_reject_a_smiles_given_for_selfies(stages):
+    model = L.LightningModule.load_from_checkpoint(stages[1], map_location="cpu")
+    with pytest.raises(ValueError, match="'CCO' is not a SELFIES string"):
+        model.token_ids(["CCO"])

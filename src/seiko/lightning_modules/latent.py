@@ -153,6 +153,13 @@ class LatentSequenceDiffusion(SequenceVocabulary, DiffusionModule):
         decode_temperature: 0 decodes greedily; > 0 samples each token at that temperature.
         decode_beam_width: > 1 decodes by beam search (with ``decode_temperature`` 0): the
             decoder's most likely whole sequence rather than its token-by-token argmax.
+        cache_latents: remember each training sequence's posterior mean during pretraining
+            (the autoencoder is frozen and deterministic in eval mode, so the mean is a pure
+            function of the tokens): after the first epoch no batch is encoded again. Encoding
+            was about two thirds of a pretraining step on 2 CPU cores (256 sequences: 0.13 s
+            encode, 0.06 s denoiser forward+backward). The cache holds latent_dim floats per
+            distinct sequence (13 MB for 50,000 molecules at latent_dim 64); False encodes
+            every batch.
         pretrained_checkpoint: a latent model's checkpoint: loads the denoiser and, when present,
             the autoencoder and the latent scale (what a fine-tuning config starts from).
         Other arguments: see ``DiffusionModule``.
@@ -169,6 +176,7 @@ class LatentSequenceDiffusion(SequenceVocabulary, DiffusionModule):
         latent_scale: float | None = None,
         decode_temperature: float = 0.0,
         decode_beam_width: int = 1,
+        cache_latents: bool = True,
         mode: Literal["pretrain", "finetune", "guidance", "ppo"] = "pretrain",
         schedule: ScheduleConfig = ScheduleConfig(),
         sampler: SamplerConfig = SamplerConfig(),
@@ -204,6 +212,8 @@ class LatentSequenceDiffusion(SequenceVocabulary, DiffusionModule):
         self.hparams["pretrained_checkpoint"] = pretrained_checkpoint
         self.decode_temperature = decode_temperature
         self.decode_beam_width = decode_beam_width
+        self.cache_latents = cache_latents
+        self._latent_cache: dict[bytes, Tensor] = {}  # token row -> unscaled posterior mean
         self.autoencoder = autoencoder.requires_grad_(False).eval()
         # 0 = not measured yet; a buffer, so it travels in the checkpoint
         self.register_buffer("latent_scale", torch.tensor(float(latent_scale or 0.0)))
@@ -221,6 +231,7 @@ class LatentSequenceDiffusion(SequenceVocabulary, DiffusionModule):
             self.autoencoder.load_state_dict(load_prefixed(path, "autoencoder."))
         if "latent_scale" in state:
             self.latent_scale.copy_(state["latent_scale"])
+        self._latent_cache.clear()
 
     def train(self, mode: bool = True) -> LatentSequenceDiffusion:
         super().train(mode)
@@ -242,6 +253,25 @@ class LatentSequenceDiffusion(SequenceVocabulary, DiffusionModule):
         mean, _ = self.autoencoder.encode(tokens.to(self.device))
         return mean * self._scale()
 
+    @torch.no_grad()
+    def _posterior_means(self, tokens: Tensor) -> Tensor:
+        """Unscaled posterior means of token rows (B, L) -> (B, latent_dim), through the cache
+        when ``cache_latents`` (only rows not seen before are encoded)."""
+        if not self.cache_latents:
+            return self.autoencoder.encode(tokens)[0]
+        keys = [row.tobytes() for row in tokens.cpu().numpy()]
+        missing = [i for i, key in enumerate(keys) if key not in self._latent_cache]
+        if missing:
+            # unique rows only: a batch may hold the same sequence twice
+            first: dict[bytes, int] = {}
+            for i in missing:
+                first.setdefault(keys[i], i)
+            rows = list(first.values())
+            means = self.autoencoder.encode(tokens[rows])[0]
+            for i, mean in zip(rows, means, strict=True):
+                self._latent_cache[keys[i]] = mean.detach().clone()
+        return torch.stack([self._latent_cache[key] for key in keys]).to(tokens.device)
+
     def decode(self, x: Tensor) -> list[str]:
         """(B, latent_dim) -> B strings, each ending at the decoder's first pad."""
         z = x.detach().to(self.device) / self._scale()
@@ -257,12 +287,11 @@ class LatentSequenceDiffusion(SequenceVocabulary, DiffusionModule):
     # ------------------------------------------------------------------ pretraining
     def denoising_loss(self, batch: dict[str, Tensor]) -> Tensor:
         tokens = _tokens(batch)
+        mean = self._posterior_means(tokens)
         if float(self.latent_scale) <= 0:
-            with torch.no_grad():
-                mean, _ = self.autoencoder.encode(tokens)
-                self.latent_scale.fill_(1.0 / float(mean.std().clamp_min(1e-6)))
+            self.latent_scale.fill_(1.0 / float(mean.std().clamp_min(1e-6)))
         latent_batch = {k: v for k, v in batch.items() if k not in ("x", "tokens")}
-        latent_batch["x"] = self.latents(tokens)
+        latent_batch["x"] = mean * self.latent_scale
         return super().denoising_loss(latent_batch)
 
 

@@ -33,6 +33,18 @@ def _check_selfies_vocabulary(vocabulary: list[str]) -> None:
         )
 
 
+def split_selfies_strict(design: str) -> list[str]:
+    """SELFIES -> tokens; raises on text outside brackets (e.g. a SMILES given by mistake),
+    which ``selfies.split_selfies`` would silently drop (\"CCO\" would become no tokens)."""
+    tokens = list(sf.split_selfies(design))
+    if "".join(tokens) != design:
+        raise ValueError(
+            f"{design[:40]!r} is not a SELFIES string (text outside [...] tokens); "
+            "give SMILES to encode(), SELFIES to token_ids()"
+        )
+    return tokens
+
+
 def _selfies_of(designs: Sequence[str]) -> list[str]:
     """Canonical SELFIES of SMILES (any spelling); a bad one raises naming its index."""
     selfies = []
@@ -89,7 +101,7 @@ class MoleculeDiffusion(SequenceDiffusion):
 
     def tokenize(self, design: str) -> list[str]:
         """Split a SELFIES string into its tokens."""
-        return list(sf.split_selfies(design))
+        return split_selfies_strict(design)
 
     def detokenize(self, symbols: list[str]) -> str:
         return "".join(symbols)
@@ -128,6 +140,7 @@ class LatentMoleculeDiffusion(LatentSequenceDiffusion):
         latent_scale: float | None = None,
         decode_temperature: float = 0.0,
         decode_beam_width: int = 1,
+        cache_latents: bool = True,
         mode: Literal["pretrain", "finetune", "guidance", "ppo"] = "pretrain",
         schedule: ScheduleConfig = ScheduleConfig(),
         sampler: SamplerConfig = SamplerConfig(),
@@ -148,6 +161,7 @@ class LatentMoleculeDiffusion(LatentSequenceDiffusion):
             latent_scale=latent_scale,
             decode_temperature=decode_temperature,
             decode_beam_width=decode_beam_width,
+            cache_latents=cache_latents,
             mode=mode,
             schedule=schedule,
             sampler=sampler,
@@ -159,7 +173,8 @@ class LatentMoleculeDiffusion(LatentSequenceDiffusion):
         )
 
     def tokenize(self, design: str) -> list[str]:
-        return list(sf.split_selfies(design))
+        """Split a SELFIES string into its tokens."""
+        return split_selfies_strict(design)
 
     def decode(self, x: Tensor) -> list[str]:
         """(B, latent_dim) -> B canonical SMILES; "" for a design that is not a valid molecule."""
