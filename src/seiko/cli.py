@@ -1,7 +1,8 @@
 """``seiko fit|validate|test|predict``: the LightningCLI entry point.
 
 Values the data fixes are linked from the datamodule, never written twice: for sequence data the
-vocabulary, its size, the padded length and the pad symbol flow into the module and its denoiser.
+vocabulary, its size, the padded length and the pad symbol flow into the module and its denoiser,
+and for labelled data the label vocabulary and the number of classes.
 ``predict`` writes the decoded designs, one per line, to ``<log_dir>/predictions.txt``.
 """
 
@@ -32,11 +33,14 @@ class _TolerantInstantiator(_InstantiatorFn):
         hparams = {**hparams.get("init_args", {}), **hparams.get("dict_kwargs", {}), **hparams}
 
         def present(key: str) -> bool:
-            """Whether the class that ``key`` (model.init_args.net.init_args.field) ends in takes
-            ``field``: the links only target network classes named by a class path."""
+            """Whether the class that ``key`` (model.init_args.net.init_args.field, or
+            model.init_args.field) ends in takes ``field``: the links target the module itself
+            or network classes named by a class path."""
             parts = [p for p in key.split(".") if p != "init_args"]
-            if parts[0] != self.key or len(parts) < 3:
+            if parts[0] != self.key:
                 return True
+            if len(parts) == 2:  # a module argument (``labels``): only where the module takes it
+                return parts[1] in inspect.signature(class_type).parameters
             node: Any = hparams
             for part in parts[1:-1]:
                 if not isinstance(node, dict):
@@ -72,6 +76,7 @@ class SeikoCLI(LightningCLI):
             "data.vocabulary": "model.init_args.vocabulary",
             "data.seq_len": "model.init_args.seq_len",
             "data.pad_symbol": "model.init_args.pad_symbol",
+            "data.labels": "model.init_args.labels",  # where both sides have labels
         }
         for source, target in links.items():
             parser.link_arguments(source, target, apply_on="instantiate")
@@ -82,6 +87,11 @@ class SeikoCLI(LightningCLI):
                     f"model.init_args.{net}.init_args.{field}",
                     apply_on="instantiate",
                 )
+        parser.link_arguments(
+            "data.num_classes",
+            "model.init_args.denoiser.init_args.num_classes",
+            apply_on="instantiate",
+        )
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> SeikoCLI:

@@ -1,6 +1,21 @@
 """LightningDataModules: each domain's pretraining data (and conditions for fine-tuning)."""
 
 from seiko.datamodules.molecules import MoleculeDataModule
-from seiko.datamodules.sequences import ALPHABETS, SequenceDataModule, read_sequences
+from seiko.datamodules.sequences import (
+    ALPHABETS,
+    DEFAULT_SPLIT_VALUES,
+    SequenceDataModule,
+    SequenceRecord,
+    detect_format,
+    read_sequences,
+)
 
-__all__ = ["ALPHABETS", "MoleculeDataModule", "SequenceDataModule", "read_sequences"]
+__all__ = [
+    "ALPHABETS",
+    "DEFAULT_SPLIT_VALUES",
+    "MoleculeDataModule",
+    "SequenceDataModule",
+    "SequenceRecord",
+    "detect_format",
+    "read_sequences",
+]

@@ -7,14 +7,18 @@ from seiko.lightning_modules.base import (
     SequenceDiffusion,
     straight_through_one_hot,
 )
+from seiko.lightning_modules.biosequences import DNADiffusion, ProteinDiffusion, RNADiffusion
 from seiko.lightning_modules.latent import LatentSequenceDiffusion, SequenceAutoencoderModule
 from seiko.lightning_modules.molecules import LatentMoleculeDiffusion, MoleculeDiffusion
 
 __all__ = [
+    "DNADiffusion",
     "DiffusionModule",
     "LatentMoleculeDiffusion",
     "LatentSequenceDiffusion",
     "MoleculeDiffusion",
+    "ProteinDiffusion",
+    "RNADiffusion",
     "SamplerConfig",
     "ScheduleConfig",
     "SequenceAutoencoderModule",
