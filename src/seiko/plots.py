@@ -1,4 +1,4 @@
-"""Plots of an online run: oracle value vs oracle calls, several methods overlaid, molecule grids.
+"""Plots of an online run: reward curves, methods overlaid, molecule grids, sequence logos, RNA.
 
 Figures are built with matplotlib's object API on an Agg canvas, never through ``pyplot``: no global
 figure registry to leak memory in a long run, no GUI backend needed on a headless node.
@@ -7,7 +7,7 @@ figure registry to leak memory in a long run, no GUI backend needed on a headles
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,11 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.patches import PathPatch, Rectangle
+from matplotlib.path import Path as MplPath
+from matplotlib.textpath import TextPath
+from matplotlib.transforms import Affine2D
 from numpy.typing import ArrayLike
 from PIL.Image import Image
 from rdkit import Chem
@@ -23,6 +28,7 @@ from rdkit.Chem import Draw
 
 from seiko.metrics.molecules import canonical_smiles
 from seiko.metrics.oracle_budget import running_top_k_mean
+from seiko.metrics.sequences import check_alphabet, position_letter_counts
 
 
 @dataclass(frozen=True)
@@ -271,6 +277,347 @@ def _finish(fig: Figure, ax: Axes, title: str, path: str | Path | None) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    _save(fig, path)
+
+
+# Letter colours: nucleotides as in classic logos; amino acids by chemistry, as WebLogo's
+# "chemistry" scheme (Crooks et al., "WebLogo: a sequence logo generator", Genome Res. 2004).
+_NUCLEOTIDE_COLORS = {
+    "A": "#109648",
+    "C": "#255c99",
+    "G": "#f7b32b",
+    "T": "#d62839",
+    "U": "#d62839",
+}
+_AMINO_ACID_GROUPS = {
+    "GSTYC": "#109648",  # polar
+    "NQ": "#8e44ad",  # neutral amide
+    "KRH": "#255c99",  # basic
+    "DE": "#d62839",  # acidic
+    "AVLIPWFM": "#222222",  # hydrophobic
+}
+_AMINO_ACID_COLORS = {a: color for group, color in _AMINO_ACID_GROUPS.items() for a in group}
+_OTHER_LETTER_COLOR = "#7f7f7f"
+_LOGO_FONT = FontProperties(family="DejaVu Sans", weight="bold")  # ships with matplotlib
+
+
+def information_content(
+    sequences: Sequence[str], alphabet: str, *, small_sample_correction: bool = False
+) -> np.ndarray:
+    """The letter heights of a sequence logo, in bits (Schneider and Stephens 1990).
+
+    At position i, with letter frequencies p_ic over the N sequences and A letters, the
+    information content is R_i = log2 A - (H_i + e_N), H_i = -sum_c p_ic log2 p_ic (0 log 0 = 0),
+    and letter c stands p_ic R_i tall. The small-sample correction e_N = (A - 1) / (2 N ln 2)
+    (Schneider et al. 1986) is 0 unless asked for; R_i is clipped at 0 when it makes it negative.
+    (T. D. Schneider and R. M. Stephens, "Sequence logos: a new way to display consensus
+    sequences", Nucleic Acids Res. 1990.)
+
+    Args:
+        sequences: N >= 1 aligned sequences of one length L.
+        alphabet: the A allowed letters, without repeats; column c is ``alphabet[c]``.
+        small_sample_correction: subtract e_N.
+
+    Returns:
+        (L, A) float64 heights in bits; row i sums to R_i.
+
+    Raises:
+        ValueError: if there is no sequence, the alphabet is empty or repeats a letter, or (naming
+            the sequence) one has another length than the first or a letter outside the alphabet.
+    """
+    if not sequences:
+        raise ValueError("sequences is empty: a logo needs at least one sequence")
+    check_alphabet(alphabet)
+    counts = position_letter_counts(sequences, alphabet, len(sequences[0])).numpy()
+    n = len(sequences)
+    frequencies = counts / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.where(frequencies > 0, frequencies * np.log2(frequencies), 0.0).sum(axis=1)
+    correction = (len(alphabet) - 1) / (2 * n * math.log(2)) if small_sample_correction else 0.0
+    information = np.clip(math.log2(len(alphabet)) - entropy - correction, 0.0, None)
+    return frequencies * information[:, None]
+
+
+def sequence_logo(
+    sequences: Sequence[str | None],
+    scores: ArrayLike | None = None,
+    *,
+    alphabet: str,
+    n: int = 16,
+    small_sample_correction: bool = False,
+    title: str | None = None,
+    path: str | Path | None = None,
+    figsize: tuple[float, float] | None = None,
+    dpi: int = 100,
+) -> Figure:
+    """A sequence logo of the best-scoring designs: stacked letters, heights in bits.
+
+    With ``scores``, designs that are ``None`` or score NaN are skipped, a design given twice is
+    counted once, and the ``n`` best are drawn; without, all given designs are (duplicates too).
+    Heights are :func:`information_content`; at each position the letters are stacked tallest on
+    top. Each letter is a matplotlib ``TextPath`` glyph stretched to its height (no logo package
+    needed); nucleotides are coloured A green, C blue, G orange, T/U red, amino acids by chemistry.
+
+    Args:
+        sequences: (N,) equal-length designs, ``None`` where infeasible.
+        scores: (N,) their scores (higher is better); ``None`` to draw every design.
+        alphabet: the allowed letters, e.g. ``"ACGU"``.
+        n: how many of the best designs to draw, with ``scores``.
+        small_sample_correction: subtract Schneider's e_N (worth it for N below ~30).
+        title: the axes title; default ``"Top {n} of {N} designs"`` (or ``"{N} designs"``).
+        path: where to save a PNG of ``figsize * dpi`` pixels; not saved if ``None``.
+        figsize: the figure size in inches; default (1 + L / 4, 2.5), at least 4 wide.
+        dpi: pixels per inch.
+
+    Returns:
+        The figure; its axes hold one ``PathPatch`` per drawn letter, labelled with the letter.
+
+    Raises:
+        ValueError: if the lengths of ``sequences`` and ``scores`` differ, ``n < 1``, no design
+            is left to draw, or (see :func:`information_content`) the designs are not aligned or
+            use letters outside the alphabet.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if scores is None:
+        shown = [s for s in sequences if s is not None]
+        default_title = f"{len(shown)} designs"
+    else:
+        scores_np = np.asarray(scores, dtype=np.float64)
+        if scores_np.shape != (len(sequences),):
+            raise ValueError(f"scores must have shape ({len(sequences)},), got {scores_np.shape}")
+        best: dict[str, float] = {}
+        for s, score in zip(sequences, scores_np.tolist(), strict=True):
+            if s is not None and not math.isnan(score):
+                best[s] = max(score, best.get(s, -math.inf))
+        ranked = sorted(best, key=best.__getitem__, reverse=True)
+        shown = ranked[:n]
+        default_title = f"Top {len(shown)} of {len(ranked)} designs"
+    if not shown:
+        raise ValueError(f"no design to draw among the {len(sequences)} given")
+    heights = information_content(shown, alphabet, small_sample_correction=small_sample_correction)
+    length = heights.shape[0]
+    fig, ax = _new_figure(figsize or (max(4.0, 1.0 + length / 4), 2.5), dpi)
+    glyphs = {
+        letter: TextPath((0.0, 0.0), letter, size=1.0, prop=_LOGO_FONT) for letter in alphabet
+    }
+    colors = _AMINO_ACID_COLORS if len(alphabet) > 5 else _NUCLEOTIDE_COLORS
+    for position in range(length):
+        bottom = 0.0
+        for c in np.argsort(heights[position], kind="stable"):
+            height = float(heights[position, c])
+            if height <= 0:
+                continue
+            letter = alphabet[c]
+            patch = PathPatch(
+                _place(glyphs[letter], position + 1, bottom, height),
+                facecolor=colors.get(letter.upper(), _OTHER_LETTER_COLOR),
+                edgecolor="none",
+                label=letter,
+            )
+            ax.add_patch(patch)
+            bottom += height
+    ax.set_xlim(0.5, length + 0.5)
+    ax.set_ylim(0.0, math.log2(len(alphabet)))
+    ax.set_xlabel("position")
+    ax.set_ylabel("bits")
+    ax.set_title(title or default_title)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
+def rna_structure_plot(
+    designed: str,
+    target: str,
+    sequence: str | None = None,
+    *,
+    title: str | None = None,
+    line_width: int = 60,
+    draw_2d: bool = False,
+    path: str | Path | None = None,
+    dpi: int = 100,
+) -> Figure:
+    """An RNA design's secondary structure against the target, mismatching positions in red.
+
+    The dot-bracket strings (and the sequence, if given) are printed aligned, ``line_width``
+    columns a line, and every position whose character differs between the two structures is
+    shaded. The title gives the base-pair distance, |P_target Δ P_designed|, the number of base
+    pairs in one structure but not the other (ViennaRNA's ``bp_distance``). With ``draw_2d`` the
+    two structures are also drawn as 2-D graphs with ViennaRNA's naview layout (Bruccoleri and
+    Heinrich 1988; ``pip install viennarna``), mismatching nucleotides in red.
+
+    Args:
+        designed: the designed sequence's structure in dot-bracket, e.g. ``"((...))."``.
+        target: the target structure in dot-bracket, of the same length.
+        sequence: the designed sequence, printed under the structures.
+        title: a title line above the distances.
+        line_width: columns per line of the alignment.
+        draw_2d: also draw the two structures in 2-D (needs ViennaRNA).
+        path: where to save a PNG; not saved if ``None``. The figure is 0.11 inch a column plus
+            margins wide, and grows with the number of lines (and 4 inches for ``draw_2d``).
+        dpi: pixels per inch.
+
+    Returns:
+        The figure. In its first axes each shaded position is a ``Rectangle`` labelled
+        ``"mismatch"``.
+
+    Raises:
+        ValueError: if a structure has a character other than ``(``, ``)``, ``.`` or unbalanced
+            brackets (with the position), the lengths differ, the target is empty, or
+            ``line_width < 1``.
+        ImportError: with ``draw_2d``, if ViennaRNA is not installed.
+    """
+    if line_width < 1:
+        raise ValueError(f"line_width must be >= 1, got {line_width}")
+    if not target:
+        raise ValueError("target is empty: give a structure of at least one position")
+    if len(designed) != len(target):
+        raise ValueError(
+            f"designed and target must have one length, got {len(designed)} and {len(target)}"
+        )
+    if sequence is not None and len(sequence) != len(target):
+        raise ValueError(
+            f"sequence has length {len(sequence)}, but the structures have {len(target)}"
+        )
+    target_pairs = _base_pairs(target, "target")
+    designed_pairs = _base_pairs(designed, "designed")
+    mismatches = [i for i, (d, t) in enumerate(zip(designed, target, strict=True)) if d != t]
+    layout = _naview_layout() if draw_2d else None  # fails here, before drawing, if missing
+
+    rows = [("target", target), ("designed", designed)]
+    if sequence is not None:
+        rows.append(("sequence", sequence))
+    length = len(target)
+    n_lines = math.ceil(length / line_width)
+    columns = min(length, line_width)
+    row_inches = 0.22
+    text_height = (n_lines * (len(rows) + 1.5)) * row_inches + 0.8
+    width = max(6.0, 0.11 * columns + 1.6)
+    height = text_height + (4.0 if draw_2d else 0.0)
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    FigureCanvasAgg(fig)
+    if layout is not None:
+        grid = fig.add_gridspec(2, 2, height_ratios=[text_height, 4.0])
+        ax = fig.add_subplot(grid[0, :])
+        axes_2d = [fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])]
+    else:
+        ax = fig.add_subplot()
+
+    # The alignment, in text cells one unit wide and one unit tall; y grows downwards.
+    mismatch_set = set(mismatches)
+    y = 0.0
+    for start in range(0, length, line_width):
+        stop = min(start + line_width, length)
+        ax.text(0.0, y, f"{start + 1}", ha="left", va="center", fontsize=7, color="#777777")
+        for name, text in rows:
+            y += 1.0
+            ax.text(-1.0, y, name, ha="right", va="center", family="monospace", fontsize=9)
+            for column, i in enumerate(range(start, stop)):
+                if i in mismatch_set and name != "sequence":
+                    ax.add_patch(
+                        Rectangle(
+                            (column - 0.5, y - 0.5),
+                            1.0,
+                            1.0,
+                            color="#d62839",
+                            alpha=0.35,
+                            label="mismatch",
+                            linewidth=0,
+                        )
+                    )
+                ax.text(column, y, text[i], ha="center", va="center", family="monospace")
+        y += 1.5
+    ax.set_xlim(-9.5, columns - 0.5)  # 9 columns of room for the row names
+    ax.set_ylim(y - 1.0, -1.0)
+    ax.axis("off")
+    distance = len(target_pairs ^ designed_pairs)
+    summary = f"bp distance {distance}, {len(mismatches)} of {length} positions differ"
+    ax.set_title(f"{title}\n{summary}" if title else summary, fontsize=10)
+
+    if layout is not None:
+        for ax_2d, name, structure, pairs in (
+            (axes_2d[0], "target", target, target_pairs),
+            (axes_2d[1], "designed", designed, designed_pairs),
+        ):
+            _draw_structure_2d(ax_2d, layout(structure), pairs, mismatch_set, sequence)
+            ax_2d.set_title(name, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
+def _draw_structure_2d(
+    ax: Axes,
+    xy: np.ndarray,
+    pairs: set[tuple[int, int]],
+    highlighted: set[int],
+    sequence: str | None,
+) -> None:
+    """Draws a structure's backbone, base pairs and nucleotides at (L, 2) coordinates ``xy``."""
+    ax.plot(xy[:, 0], xy[:, 1], color="#999999", linewidth=1.0, zorder=1)
+    for i, j in pairs:
+        ax.plot(xy[[i, j], 0], xy[[i, j], 1], color="#255c99", linewidth=1.0, zorder=1)
+    colors = ["#d62839" if i in highlighted else "#dddddd" for i in range(len(xy))]
+    ax.scatter(xy[:, 0], xy[:, 1], s=30, c=colors, edgecolors="#555555", zorder=2)
+    if sequence is not None and len(sequence) <= 120:  # beyond that the letters are unreadable
+        for i, letter in enumerate(sequence):
+            ax.text(*xy[i], letter, ha="center", va="center", fontsize=5, zorder=3)
+    ax.set_aspect("equal")
+    ax.axis("off")
+
+
+def _naview_layout() -> Callable[[str], np.ndarray]:
+    """ViennaRNA's naview layout: dot-bracket -> (L, 2) nucleotide coordinates."""
+    try:
+        import RNA  # ViennaRNA: optional, only for the 2-D drawing
+    except ImportError as err:
+        raise ImportError(
+            "draw_2d=True needs ViennaRNA for the layout: pip install viennarna"
+        ) from err
+
+    def layout(structure: str) -> np.ndarray:
+        coordinates = RNA.naview_xy_coordinates(structure)  # L + 1 points; the last is unused
+        return np.array([(coordinates[i].X, coordinates[i].Y) for i in range(len(structure))])
+
+    return layout
+
+
+def _base_pairs(structure: str, name: str) -> set[tuple[int, int]]:
+    """The (i, j), i < j, 0-based base pairs of a dot-bracket structure."""
+    opened: list[int] = []
+    pairs = set()
+    for i, character in enumerate(structure):
+        if character == "(":
+            opened.append(i)
+        elif character == ")":
+            if not opened:
+                raise ValueError(f"{name} structure has an unmatched ')' at position {i}")
+            pairs.add((opened.pop(), i))
+        elif character != ".":
+            raise ValueError(
+                f"{name} structure has {character!r} at position {i}; expected '(', ')' or '.'"
+            )
+    if opened:
+        raise ValueError(f"{name} structure has an unmatched '(' at position {opened[0]}")
+    return pairs
+
+
+def _place(glyph: MplPath, center: float, bottom: float, height: float) -> MplPath:
+    """The glyph stretched into [center - 0.45, center + 0.45] x [bottom, bottom + height]."""
+    box = glyph.get_extents()
+    return (
+        Affine2D()
+        .translate(-box.x0, -box.y0)
+        .scale(0.9 / box.width, height / box.height)
+        .translate(center - 0.45, bottom)
+        .transform_path(glyph)
+    )
+
+
+def _save(fig: Figure, path: str | Path | None) -> None:
+    """Saves a PNG at ``path`` (creating its folder), unless it is ``None``."""
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         # No bbox_inches="tight": the PNG keeps exactly figsize * dpi pixels.
