@@ -11,6 +11,7 @@ from seiko.callbacks.bonuses import (
 )
 from seiko.callbacks.exploration import OnlineExploration, RewardModelConfig
 from seiko.callbacks.policy_gradient import OnlinePPO
+from seiko.callbacks.precision import FrozenPrecision
 from seiko.callbacks.reports import FeedbackReport
 from seiko.callbacks.writers import DesignWriter
 
@@ -20,6 +21,7 @@ __all__ = [
     "DesignWriter",
     "EnsembleReward",
     "FeedbackReport",
+    "FrozenPrecision",
     "Greedy",
     "OnlineExploration",
     "OnlinePPO",
