@@ -60,13 +60,19 @@ from rdkit.Chem import Crippen, Descriptors, RDConfig, rdFingerprintGenerator, r
 from torch import Tensor
 
 from seiko.datamodules.molecules import parse_smiles
+from seiko.oracles.desirability import (
+    DesirabilitySpec,
+    Transform,
+    check_desirability,
+    desirability,
+    weighted_geometric_mean,
+)
 
 log = logging.getLogger(__name__)
 
 PropertyName = Literal[
     "qed", "sa", "sa_normalized", "logp", "penalized_logp", "similarity", "molecular_weight", "tpsa"
 ]
-Transform = Literal["linear", "sigmoid", "gaussian", "step"]
 
 
 # ---------------------------------------------------------------------- properties
@@ -242,14 +248,6 @@ class TanimotoSimilarity(MoleculeOracle):
 
 
 # ---------------------------------------------------------------------- multi-property
-def _sigmoid(z: float) -> float:
-    # two branches so that exp never overflows for a far-off value
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
-
-
 @dataclass(frozen=True)
 class PropertyObjective:
     """One property and how desirable each of its values is, in [0, 1].
@@ -290,44 +288,11 @@ class PropertyObjective:
             raise ValueError(f"{where}: 'target' is needed by, and only by, property 'similarity'")
         if self.target is not None:
             _target(self.target)
-        if not self.weight > 0:
-            raise ValueError(f"{where}: weight must be > 0, got {self.weight}")
-        given = {k for k in ("low", "high", "center", "width") if getattr(self, k) is not None}
-        needs = {
-            "linear": {"low", "high"},
-            "sigmoid": {"low", "high"},
-            "gaussian": {"center", "width"},
-            "step": {"low", "high"},
-        }
-        if self.transform not in needs:
-            raise ValueError(f"{where}: unknown transform; expected one of {list(needs)}")
-        wanted = needs[self.transform]
-        if self.transform == "step":
-            if not given or given - wanted:
-                raise ValueError(f"{where}: step takes 'low' and/or 'high', got {sorted(given)}")
-            if given == wanted and self.low > self.high:
-                raise ValueError(f"{where}: step needs low <= high, got {self.low} > {self.high}")
-        elif given != wanted:
-            raise ValueError(f"{where}: takes exactly {sorted(wanted)}, got {sorted(given)}")
-        if self.transform in ("linear", "sigmoid") and self.low == self.high:
-            raise ValueError(f"{where}: low and high must differ, both are {self.low}")
-        if self.transform == "gaussian" and not self.width > 0:
-            raise ValueError(f"{where}: width must be > 0, got {self.width}")
+        check_desirability(self, where)
 
     def desirability(self, value: float) -> float:
         """The transform of one property value, in [0, 1] (NaN stays NaN)."""
-        if math.isnan(value):
-            return math.nan
-        if self.transform == "linear":
-            return min(1.0, max(0.0, (value - self.low) / (self.high - self.low)))
-        if self.transform == "sigmoid":
-            k = 2.0 * math.log(9.0) / (self.high - self.low)
-            return _sigmoid(k * (value - (self.low + self.high) / 2.0))
-        if self.transform == "gaussian":
-            return math.exp(-0.5 * ((value - self.center) / self.width) ** 2)
-        above = self.low is None or value >= self.low
-        below = self.high is None or value <= self.high
-        return 1.0 if above and below else 0.0
+        return desirability(self, value)
 
 
 class MultiPropertyOracle(MoleculeOracle):
@@ -367,12 +332,7 @@ class MultiPropertyOracle(MoleculeOracle):
         return [objective.desirability(prop(mol)) for objective, prop in pairs]
 
     def score(self, mol: Chem.Mol) -> float:
-        d = self.desirabilities(mol)
-        if any(math.isnan(v) for v in d):
-            return math.nan
-        if min(d) == 0.0:
-            return 0.0
-        return math.exp(sum(e * math.log(v) for e, v in zip(self._exponents, d, strict=True)))
+        return weighted_geometric_mean(self.desirabilities(mol), self._exponents)
 
 
 __all__ = [
@@ -382,9 +342,12 @@ __all__ = [
     "MoleculeOracle",
     "MultiPropertyOracle",
     "PenalizedLogP",
+    "DesirabilitySpec",
     "PropertyObjective",
     "SAScore",
     "TanimotoSimilarity",
+    "check_desirability",
+    "desirability",
     "largest_ring_size",
     "logp",
     "molecular_weight",
@@ -393,4 +356,5 @@ __all__ = [
     "sa_normalized",
     "sa_score",
     "tpsa",
+    "weighted_geometric_mean",
 ]
