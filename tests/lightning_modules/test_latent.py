@@ -219,3 +219,32 @@ def test_token_ids_reject_a_smiles_given_for_selfies(stages):
     model = L.LightningModule.load_from_checkpoint(stages[1], map_location="cpu")
     with pytest.raises(ValueError, match="'CCO' is not a SELFIES string"):
         model.token_ids(["CCO"])
+
+
+def test_straight_through_projection_reads_the_decoded_designs_latent(stages):
+    _, latent_ckpt = stages
+    model = L.LightningModule.load_from_checkpoint(
+        latent_ckpt, map_location="cpu", reward_projection="straight_through"
+    )
+    x0 = model.sample(5, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    projected = model.project(x0)
+    designs = model.decode(x0.detach())
+    for i, design in enumerate(designs):  # forward: the latent of the design x0 decodes to
+        try:
+            expected = model.encode([design])[0] if design else x0[i].detach()
+        except ValueError:
+            expected = x0[i].detach()
+        torch.testing.assert_close(projected[i].detach(), expected)
+    weights = torch.randn_like(x0)
+    (projected * weights).sum().backward()
+    torch.testing.assert_close(x0.grad, weights)  # backward: the identity
+    model.reward_projection = "none"
+    assert model.project(x0) is x0
+    with pytest.raises(ValueError, match="reward_projection must be 'none' or 'straight_thr"):
+        LatentMoleculeDiffusion(
+            VectorDenoiser(8, width=16, n_layers=1),
+            SequenceAutoencoder(len(model.vocabulary), 56, **AE),
+            vocabulary=model.vocabulary,
+            seq_len=56,
+            reward_projection="decode",
+        )

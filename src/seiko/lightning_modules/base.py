@@ -216,6 +216,12 @@ class DiffusionModule(L.LightningModule):
         """Map the chain's continuous x0 to what ``reward`` takes (identity; sequences override)."""
         return x0
 
+    def project(self, x0: Tensor) -> Tensor:
+        """Map the fine-tuning chain's x0 to the model-space point of the design it decodes to,
+        before ``reward_input`` (identity here; ``LatentSequenceDiffusion`` can snap it onto its
+        autoencoder's manifold with a straight-through gradient). Not applied to guidance."""
+        return x0
+
     def decode(self, x: Tensor) -> list[Any]:
         """Turn (B, *data_shape) samples into designs (here: one tensor per design)."""
         return list(x.detach().cpu().unbind(0))
@@ -336,7 +342,7 @@ class DiffusionModule(L.LightningModule):
             out = self.sampler(self.denoiser, x_T, cond=cond, reference=self.reference, grad=True)
         finally:
             self.denoiser.train(was_training)
-        reward = self.reward(self.reward_input(out.x0))
+        reward = self.reward(self.reward_input(self.project(out.x0)))
         if reward.shape != (n,):
             raise ValueError(f"reward returned shape {tuple(reward.shape)}, expected ({n},)")
         kl_initial = (

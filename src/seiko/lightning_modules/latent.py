@@ -160,6 +160,16 @@ class LatentSequenceDiffusion(SequenceVocabulary, DiffusionModule):
             encode, 0.06 s denoiser forward+backward). The cache holds latent_dim floats per
             distinct sequence (13 MB for 50,000 molecules at latent_dim 64); False encodes
             every batch.
+        reward_projection: "straight_through" evaluates the fine-tuning reward at the latent of
+            the design each chain actually produces, ``encode(decode(x0))``, with the gradient
+            passed to x0 unchanged (a straight-through estimator): x0 + (that - x0).detach().
+            Why: the learned reward is fit on ``encode`` of measured designs, which lie on the
+            autoencoder's manifold; a diffusion sample can lie far off it (measured for the
+            shipped molecular prior: median |x0 - encode(decode(x0))| 8.2 at |x0| 7.5, cosine
+            0.45, against 1.5 and 0.98 for real molecules' latents), where the reward model
+            extrapolates and can be driven up without the designs improving (reward hacking).
+            Costs one decode and encode of the chains per fine-tuning step. A design that does
+            not decode or encode keeps its x0. "none": the reward reads x0 itself.
         pretrained_checkpoint: a latent model's checkpoint: loads the denoiser and, when present,
             the autoencoder and the latent scale (what a fine-tuning config starts from).
         Other arguments: see ``DiffusionModule``.
@@ -177,6 +187,7 @@ class LatentSequenceDiffusion(SequenceVocabulary, DiffusionModule):
         decode_temperature: float = 0.0,
         decode_beam_width: int = 1,
         cache_latents: bool = True,
+        reward_projection: Literal["none", "straight_through"] = "none",
         mode: Literal["pretrain", "finetune", "guidance", "ppo"] = "pretrain",
         schedule: ScheduleConfig = ScheduleConfig(),
         sampler: SamplerConfig = SamplerConfig(),
@@ -213,6 +224,11 @@ class LatentSequenceDiffusion(SequenceVocabulary, DiffusionModule):
         self.decode_temperature = decode_temperature
         self.decode_beam_width = decode_beam_width
         self.cache_latents = cache_latents
+        if reward_projection not in ("none", "straight_through"):
+            raise ValueError(
+                f"reward_projection must be 'none' or 'straight_through', got {reward_projection!r}"
+            )
+        self.reward_projection = reward_projection
         self._latent_cache: dict[bytes, Tensor] = {}  # token row -> unscaled posterior mean
         self.autoencoder = autoencoder.requires_grad_(False).eval()
         # 0 = not measured yet; a buffer, so it travels in the checkpoint
@@ -283,6 +299,22 @@ class LatentSequenceDiffusion(SequenceVocabulary, DiffusionModule):
     def encode(self, designs: Sequence[Any]) -> Tensor:
         """Strings -> (B, latent_dim) model-space latents (posterior means)."""
         return self.latents(self.token_ids(designs)).cpu()
+
+    def project(self, x0: Tensor) -> Tensor:
+        """x0, or with ``reward_projection="straight_through"`` the latent of the design it
+        decodes to in the forward pass and the identity in the backward pass."""
+        if self.reward_projection == "none":
+            return x0
+        with torch.no_grad():
+            target = x0.detach().clone()
+            for i, design in enumerate(self.decode(x0)):
+                if not design:
+                    continue  # does not decode to a design: keep x0
+                try:
+                    target[i] = self.encode([design])[0].to(target)
+                except ValueError:
+                    continue  # decodes to a design the vocabulary cannot encode: keep x0
+        return x0 + (target - x0).detach()
 
     # ------------------------------------------------------------------ pretraining
     def denoising_loss(self, batch: dict[str, Tensor]) -> Tensor:
