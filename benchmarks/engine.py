@@ -20,6 +20,12 @@ What it measures, with one ``SequenceDenoiser`` and one batch throughout:
 (c) no-grad sampling time of ``GaussianSampler`` vs a plain loop over diffusers'
     ``DDIMScheduler.step`` with the same denoiser, eta=1 (target ratio <= 1.05).
 
+``--sd`` measures instead a Stable-Diffusion-shaped ``UNet2DConditionModel`` as
+``seiko.lightning_modules.StableDiffusion`` fine-tunes it (LoRA, classifier-free guidance, the
+adapter-disabled KL reference): sampling time, fine-tuning step time and peak memory with and
+without checkpointing, at a reduced size on CPU (``--sd-full``: SD 1.5's size); see
+``SDSetup``. It writes benchmarks/results/engine_sd_cpu.md and leaves the files above alone.
+
 The machine this runs on is shared and noisy, so every timing is repeated; within a repeat the
 measurements run back to back (in a rotating order, so none always runs first), each ratio is
 taken within one repeat, and the reported value is the median over repeats.
@@ -451,13 +457,295 @@ def report(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------- a Stable-Diffusion-shaped UNet
+@dataclass(frozen=True)
+class SDSetup:
+    """A ``UNet2DConditionModel`` with Stable Diffusion 1.5's layout, LoRA, CFG and KL reference.
+
+    The layout is SD 1.5's (three cross-attention down blocks and a plain one, mirrored up, two
+    layers per block, 8-channel attention heads, 77 x 768 text embeddings), with random weights:
+    only speed and memory are measured. ``SD15`` is SD 1.5's own size (860M parameters, 64 x 64
+    latents); the CPU default is narrower (block widths / 10) on 16 x 16 latents, a size two
+    CPU cores step through in minutes.
+    """
+
+    block_out_channels: tuple[int, ...] = (32, 64, 128, 128)
+    layers_per_block: int = 2
+    cross_attention_dim: int = 768
+    attention_head_dim: int = 8
+    latent_size: int = 16
+    text_length: int = 77
+    batch: int = 1
+    lora_rank: int = 4
+    cfg_scale: float = 7.5
+    timing_steps: int = 4
+    memory_steps: tuple[int, int] = (4, 16)
+
+
+SD15 = SDSetup(
+    block_out_channels=(320, 640, 1280, 1280),
+    latent_size=64,
+    timing_steps=50,
+    memory_steps=(10, 50),
+)
+
+
+def build_sd(
+    setup: SDSetup,
+) -> tuple[nn.Module, Callable, NoiseSchedule, torch.Tensor, torch.Tensor]:
+    """LoRA'd UNet under classifier-free guidance (``seiko.lightning_modules.stable_diffusion``),
+    its adapter-disabled KL reference, SD's noise schedule, x_T and random text embeddings.
+    The adapters' B is perturbed from its zero start so that the KL is not zero."""
+    from diffusers import UNet2DConditionModel
+    from peft import LoraConfig
+
+    from seiko.lightning_modules.stable_diffusion import (
+        DEFAULT_LORA_TARGETS,
+        AdapterDisabled,
+        ClassifierFreeGuidance,
+    )
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=setup.latent_size,
+        block_out_channels=setup.block_out_channels,
+        layers_per_block=setup.layers_per_block,
+        cross_attention_dim=setup.cross_attention_dim,
+        attention_head_dim=setup.attention_head_dim,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    )
+    unet.requires_grad_(False)
+    unet.add_adapter(
+        LoraConfig(
+            r=setup.lora_rank,
+            lora_alpha=setup.lora_rank,
+            target_modules=list(DEFAULT_LORA_TARGETS),
+            init_lora_weights="gaussian",
+        )
+    )
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if ".lora_B." in name:
+                p.add_(0.01 * torch.randn_like(p))
+    text = (setup.text_length, setup.cross_attention_dim)
+    denoiser = ClassifierFreeGuidance(unet, torch.randn(1, *text), setup.cfg_scale)
+    scheduler = DDIMScheduler(  # Stable Diffusion's training schedule
+        num_train_timesteps=1000,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        set_alpha_to_one=False,
+        clip_sample=False,
+    )
+    size = setup.latent_size
+    x_T = torch.randn(setup.batch, 4, size, size)
+    cond = torch.randn(setup.batch, *text)
+    return (
+        denoiser,
+        AdapterDisabled(denoiser),
+        NoiseSchedule.from_scheduler(scheduler),
+        x_T,
+        cond,
+    )
+
+
+def sd_finetune_step(
+    sampler: GaussianSampler,
+    denoiser: nn.Module,
+    reference: Callable | None,
+    x_T: torch.Tensor,
+    cond: torch.Tensor,
+) -> None:
+    """One fine-tuning step as ``StableDiffusion`` takes it, minus the VAE decoder: the guided
+    chain with gradient (eval mode), then backward of -reward + KL with reward = x0.sum()."""
+    denoiser.zero_grad(set_to_none=True)
+    denoiser.eval()
+    out = sampler(denoiser, x_T, cond=cond, reference=reference, grad=True)
+    loss = -out.x0.sum(dim=(1, 2, 3)).mean() + 0.1 * out.kl.mean()
+    loss.backward()
+
+
+def measure_sd_memory(setup: SDSetup, steps: int, checkpoint: bool) -> dict:
+    """Peak resident memory of one SD fine-tuning step with the KL, in this (fresh) process
+    (the method of ``measure_memory``)."""
+    denoiser, reference, schedule, x_T, cond = build_sd(setup)
+    sd_finetune_step(
+        GaussianSampler(schedule, num_steps=1, checkpoint=checkpoint),
+        denoiser,
+        reference,
+        x_T,
+        cond,
+    )
+    sampler = GaussianSampler(schedule, num_steps=steps, checkpoint=checkpoint)
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_kb("VmRSS")
+    sd_finetune_step(sampler, denoiser, reference, x_T, cond)
+    peak = _status_kb("VmHWM")
+    return {
+        "rss_before_mib": before / 1024,
+        "peak_mib": peak / 1024,
+        "increase_mib": (peak - before) / 1024,
+    }
+
+
+def sd_memory_in_subprocess(setup: SDSetup, steps: int, checkpoint: bool) -> dict:
+    """``measure_sd_memory`` in a fresh process (this script with --sd-memory-child)."""
+    spec = json.dumps({"setup": asdict(setup), "steps": steps, "checkpoint": checkpoint})
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}  # see memory_in_subprocess
+    command = [sys.executable, __file__, "--sd-memory-child", spec]
+    command += ["--threads", str(torch.get_num_threads())]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"SD memory child {spec} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_sd(setup: SDSetup, repeats: int) -> dict:
+    """Sampling and fine-tuning step times, and peak memory with and without checkpointing."""
+    denoiser, reference, schedule, x_T, cond = build_sd(setup)
+    steps = setup.timing_steps
+    plain = GaussianSampler(schedule, num_steps=steps, eta=1.0)
+    ckpt = GaussianSampler(schedule, num_steps=steps, eta=1.0, checkpoint=True)
+
+    def sample() -> None:
+        denoiser.eval()
+        plain(denoiser, x_T, cond=cond)
+
+    times = time_interleaved(
+        {
+            "sample": sample,
+            "finetune_ckpt_kl": lambda: sd_finetune_step(ckpt, denoiser, reference, x_T, cond),
+            "finetune_plain_kl": lambda: sd_finetune_step(plain, denoiser, reference, x_T, cond),
+        },
+        repeats,
+    )
+    ratios = {
+        key: paired_ratios(times, key, "sample")
+        for key in ("finetune_ckpt_kl", "finetune_plain_kl")
+    }
+    short, long = setup.memory_steps
+    memory = {
+        f"ckpt_kl_{long}": sd_memory_in_subprocess(setup, long, checkpoint=True),
+        f"ckpt_kl_{short}": sd_memory_in_subprocess(setup, short, checkpoint=True),
+        f"plain_kl_{long}": sd_memory_in_subprocess(setup, long, checkpoint=False),
+    }
+    unet = denoiser.unet
+    return {
+        "setup": asdict(setup),
+        "parameters": sum(p.numel() for p in unet.parameters()),
+        "trainable_parameters": sum(p.numel() for p in unet.parameters() if p.requires_grad),
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "load_average_1min_at_end": os.getloadavg()[0],
+        "median_seconds": {k: statistics.median(v) for k, v in times.items()},
+        "ratio": {k: statistics.median(v) for k, v in ratios.items()},
+        "ratio_range": {k: [v[0], v[-1]] for k, v in ratios.items()},
+        "memory": memory,
+    }
+
+
+def report_sd(result: dict) -> str:
+    """The markdown text printed and written to engine_sd_cpu.md."""
+    s, m = result["setup"], result["memory"]
+    size = s["latent_size"]
+    short, long = s["memory_steps"]
+    lines = [
+        "# Engine benchmark: a Stable-Diffusion-shaped UNet (CPU, reduced size)",
+        "",
+        f"Reduced size, not SD 1.5's: UNet2DConditionModel with SD 1.5's layout but block widths "
+        f"{tuple(s['block_out_channels'])} (SD 1.5: (320, 640, 1280, 1280)), "
+        f"{s['layers_per_block']} layers per block, {s['attention_head_dim']}-channel heads, "
+        f"{result['parameters'] / 1e6:.1f}M parameters (SD 1.5: 860M), {size} x {size} latents "
+        f"(SD 1.5 at 512 px: 64 x 64), {s['text_length']} x {s['cross_attention_dim']} text "
+        f"embeddings (as SD 1.5); LoRA rank {s['lora_rank']} on to_q/to_k/to_v/to_out.0 "
+        f"({result['trainable_parameters']:,} trainable parameters), classifier-free guidance "
+        f"{s['cfg_scale']} (one UNet call on a doubled batch), batch {s['batch']}; KL reference "
+        "= the same UNet with its adapters off (kl_gradient=detached); reward x0.sum() (no VAE "
+        f"decoder); DDIM eta=1 on SD's scaled_linear schedule. torch {result['torch']}, "
+        f"{result['threads']} thread(s), {result['machine']}, shared with other jobs (1-min load "
+        f"average at the end: {result['load_average_1min_at_end']:.1f}). Random weights: speed "
+        f"and memory only. `python benchmarks/engine.py --sd --threads {result['threads']} "
+        f"--repeats {result['repeats']}` reproduces it (`--sd-full` for SD 1.5's size, for a "
+        "machine that can take it).",
+        "",
+        f"Timings ({s['timing_steps']} steps, median over {result['repeats']} repeats; ratios "
+        "within a repeat):",
+        "",
+        "| measurement | seconds | / no-grad sampling (min-max) |",
+        "|---|---|---|",
+    ]
+    sec, ratio, spread = result["median_seconds"], result["ratio"], result["ratio_range"]
+    names = {
+        "sample": "no-grad sampling (guided chain)",
+        "finetune_ckpt_kl": "fine-tuning step, checkpointed, with the KL",
+        "finetune_plain_kl": "fine-tuning step, not checkpointed, with the KL",
+    }
+    for key, name in names.items():
+        if key in ratio:
+            low, high = spread[key]
+            cell = f"{ratio[key]:.2f}x ({low:.2f}-{high:.2f})"
+        else:
+            cell = "1"
+        lines.append(f"| {name} | {sec[key]:.2f} | {cell} |")
+    lines += [
+        "",
+        "Peak memory of one fine-tuning step with the KL (resident set high-water mark after a "
+        "reset, fresh process per row, the method of engine.md (b)):",
+        "",
+        "| configuration | RSS before (MiB) | peak (MiB) | increase (MiB) |",
+        "|---|---|---|---|",
+    ]
+    rows = {
+        f"ckpt_kl_{long}": f"checkpoint, {long} steps",
+        f"ckpt_kl_{short}": f"checkpoint, {short} steps",
+        f"plain_kl_{long}": f"no checkpoint, {long} steps",
+    }
+    for key, name in rows.items():
+        lines.append(
+            f"| {name} | {m[key]['rss_before_mib']:.0f} | {m[key]['peak_mib']:.0f} | "
+            f"{m[key]['increase_mib']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--sd",
+        action="store_true",
+        help="measure a Stable-Diffusion-shaped UNet instead (reduced size; writes "
+        "benchmarks/results/engine_sd_cpu.md)",
+    )
+    parser.add_argument("--sd-full", action="store_true", help="with --sd: SD 1.5's own size")
+    parser.add_argument("--sd-memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.sd_memory_child:
+        spec = json.loads(args.sd_memory_child)
+        setup = SDSetup(
+            **{
+                **spec["setup"],
+                "block_out_channels": tuple(spec["setup"]["block_out_channels"]),
+                "memory_steps": tuple(spec["setup"]["memory_steps"]),
+            }
+        )
+        print(json.dumps(measure_sd_memory(setup, spec["steps"], spec["checkpoint"])))
+        return
+    if args.sd:
+        result = run_sd(SD15 if args.sd_full else SDSetup(), args.repeats)
+        text = report_sd(result)
+        print(text)
+        name = "engine_sd_full" if args.sd_full else "engine_sd_cpu"
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"{name}.md").write_text(text)
+        return
     if args.memory_child:
         spec = json.loads(args.memory_child)
         result = measure_memory(

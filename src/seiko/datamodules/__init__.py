@@ -1,6 +1,7 @@
 """LightningDataModules: each domain's pretraining data (and conditions for fine-tuning)."""
 
 from seiko.datamodules.molecules import MoleculeDataModule
+from seiko.datamodules.prompts import PromptDataModule, read_prompts
 from seiko.datamodules.sequences import (
     ALPHABETS,
     DEFAULT_SPLIT_VALUES,
@@ -14,8 +15,10 @@ __all__ = [
     "ALPHABETS",
     "DEFAULT_SPLIT_VALUES",
     "MoleculeDataModule",
+    "PromptDataModule",
     "SequenceDataModule",
     "SequenceRecord",
     "detect_format",
+    "read_prompts",
     "read_sequences",
 ]

@@ -10,6 +10,7 @@ from seiko.lightning_modules.base import (
 from seiko.lightning_modules.biosequences import DNADiffusion, ProteinDiffusion, RNADiffusion
 from seiko.lightning_modules.latent import LatentSequenceDiffusion, SequenceAutoencoderModule
 from seiko.lightning_modules.molecules import LatentMoleculeDiffusion, MoleculeDiffusion
+from seiko.lightning_modules.stable_diffusion import StableDiffusion
 
 __all__ = [
     "DNADiffusion",
@@ -23,5 +24,6 @@ __all__ = [
     "ScheduleConfig",
     "SequenceAutoencoderModule",
     "SequenceDiffusion",
+    "StableDiffusion",
     "straight_through_one_hot",
 ]
