@@ -13,6 +13,12 @@ Rows, all at the same budget (``scripts/make_molecule_configs.py``'s BUDGET):
 * best-of-N: N = budget samples of the pretrained prior, all measured;
 * training-set picks: N = budget molecules drawn at random from the shipped training molecules.
 
+Each finished run is kept as benchmarks/results/feedback_efficiency_runs/<task>_<method>_<seed>.json
+with a fingerprint (SHA-256 of the method's config file, the prior checkpoint, the data and the
+oracle); a later invocation reuses every run whose fingerprint still matches and runs only the
+rest (``--rerun`` ignores the kept runs). So a benchmark too long for one sitting can be filled in
+over several, a killed run loses only itself, and a changed config, prior or oracle is re-measured.
+
 Per run: top-1, top-10 mean, the last round's mean, PMO's AUC of the top-10 curve (Gao et al.
 2022, logged every 100 calls), validity, uniqueness and internal diversity of the measured
 designs, wall time. Writes benchmarks/results/feedback_efficiency.{json,md} and one plot per task
@@ -22,6 +28,7 @@ designs, wall time. Writes benchmarks/results/feedback_efficiency.{json,md} and 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import statistics
@@ -48,6 +55,7 @@ from seiko.oracles.store import FeedbackStore  # noqa: E402
 from seiko.plots import plot_methods_curves  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
+RUNS = RESULTS / "feedback_efficiency_runs"
 LABELS = {
     "seiko_ucb": "SEIKO-UCB",
     "seiko_bootstrap": "SEIKO-Bootstrap",
@@ -133,6 +141,45 @@ def run_training_set(task: str, seed: int) -> dict:
     return summarise(designs, values, [0] * len(designs), time.perf_counter() - start)
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(task: str, method: str) -> str:
+    """What a run's result depends on besides its seed: the method's config file (for the online
+    methods), the prior (best-of-N and every method that fine-tunes it), the training data
+    (training-set picks) and the task's oracle, hashed together."""
+    parts = [f"budget={BUDGET}", json.dumps(TASKS[task], sort_keys=True)]
+    if method == "training_set":
+        parts.append(_sha256(ROOT / "data/moses_train_50k.csv.gz"))
+    else:
+        parts.append(_sha256(ROOT / PRIOR))
+    if method not in ("best_of_n", "training_set"):
+        parts.append(_sha256(ROOT / "configs" / "molecules" / task / f"{method}.yaml"))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def kept_run(task: str, method: str, seed: int) -> dict | None:
+    """The kept result of this run, if its fingerprint matches the current inputs."""
+    path = RUNS / f"{task}_{method}_{seed}.json"
+    if not path.is_file():
+        return None
+    run = json.loads(path.read_text())
+    return run if run.get("fingerprint") == fingerprint(task, method) else None
+
+
+def keep_run(task: str, method: str, seed: int, run: dict) -> None:
+    RUNS.mkdir(parents=True, exist_ok=True)
+    path = RUNS / f"{task}_{method}_{seed}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**run, "fingerprint": fingerprint(task, method)}) + "\n")
+    tmp.replace(path)  # atomic: a kill leaves the old file or the new one, never half of one
+
+
 def table(results: dict) -> str:
     keys = [
         "top1",
@@ -170,6 +217,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", default="runs/feedback_efficiency")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--rerun", action="store_true", help="run everything again, ignoring kept runs"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = ROOT / args.out
@@ -179,17 +229,22 @@ def main() -> None:
         for method in args.methods:
             results[task][method] = []
             for seed in args.seeds:
-                if method == "best_of_n":
-                    run = run_best_of_n(task, seed)
-                elif method == "training_set":
-                    run = run_training_set(task, seed)
-                else:
-                    run = run_method(task, method, seed, out)
-                run["seed"] = seed
+                run = None if args.rerun else kept_run(task, method, seed)
+                kept = run is not None
+                if run is None:
+                    if method == "best_of_n":
+                        run = run_best_of_n(task, seed)
+                    elif method == "training_set":
+                        run = run_training_set(task, seed)
+                    else:
+                        run = run_method(task, method, seed, out)
+                    run["seed"] = seed
+                    keep_run(task, method, seed, run)
                 results[task][method].append(run)
                 print(
                     f"{task} {method} seed {seed}: top10 {run['top10']:.3f} "
-                    f"auc {run['auc_top10']:.3f} ({run['seconds']:.0f} s)",
+                    f"auc {run['auc_top10']:.3f} ({run['seconds']:.0f} s)"
+                    + (" [kept from an earlier invocation]" if kept else ""),
                     flush=True,
                 )
         curves = {  # a run that met a duplicate paid fewer calls: its curve ends there (NaN)
