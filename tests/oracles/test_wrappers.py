@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import pickle
 from collections.abc import Callable
@@ -311,3 +312,17 @@ holder:
     config = parser.parse_string(f"holder: {{oracle: {__name__}.length_score}}")
     oracle = load_oracle(parser.instantiate(config).holder.oracle)
     assert isinstance(oracle, FunctionOracle) and oracle.fn is length_score
+
+
+def test_load_oracle_leaves_a_nested_spec_unchanged():
+    spec = {
+        "class_path": "seiko.oracles.molecules.MultiPropertyOracle",
+        "init_args": {
+            "objectives": [{"property": "qed", "transform": "linear", "low": 0, "high": 1}]
+        },
+    }
+    before = copy.deepcopy(spec)
+    oracle = load_oracle(spec)
+    assert spec == before  # the caller's mapping (e.g. a task table) is not turned into Namespaces
+    assert isinstance(spec["init_args"], dict)
+    assert float(oracle(["CCO"])[0]) > 0

@@ -11,6 +11,7 @@ kind they hold::
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import functools
 import hashlib
 import inspect
@@ -153,7 +154,8 @@ def load_oracle(spec: OracleSpec) -> Oracle:
 
         parser = ArgumentParser(exit_on_error=False)
         parser.add_argument("--oracle", type=Oracle, required=True)
-        given = spec if isinstance(spec, str) else dict(spec)
+        # a deep copy: the parser turns nested mappings of what it is given into Namespaces
+        given = spec if isinstance(spec, str) else copy.deepcopy(dict(spec))
         try:
             obj = parser.instantiate(parser.parse_object({"oracle": given})).oracle
         except Exception as error:  # jsonargparse's ArgumentError, or the oracle's own __init__
