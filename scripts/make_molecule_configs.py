@@ -47,6 +47,11 @@ GUIDANCE_SCALE = 1.0
 LR = 3.0e-5
 KL_WEIGHT = 1.0
 UCB_BETA = 0.05
+# The learned reward read at encode(decode(x0)) with a straight-through gradient (session 4, one
+# seed each, 16 steps a round): top-10 0.294 against 0.273 without, and the reward model's Spearman
+# on round 4's fresh designs 0.753 (>= 0.7) against a peak of 0.67 without. 48 steps a round
+# collapsed in round 2 (kl_weight 1) or declined from round 3 (kl_weight 10).
+REWARD_PROJECTION = "straight_through"
 PER_ROUND = [BUDGET // ROUNDS] * ROUNDS
 METHODS = {
     "seiko_ucb": {
@@ -134,6 +139,11 @@ def config(task: str, method: str) -> dict:
                 "pretrained_checkpoint": PRIOR,
                 "autoencoder": AUTOENCODER,
                 "decode_beam_width": 4,  # as the prior was measured (docs/molecules.md)
+                **(
+                    {"reward_projection": REWARD_PROJECTION}
+                    if mode == "finetune"  # the learned reward in the fine-tuning chain only
+                    else {}
+                ),
                 "denoiser": DENOISER,
                 "kl_weight": KL_WEIGHT,
                 "schedule": {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2"},
