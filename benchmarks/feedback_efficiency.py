@@ -16,7 +16,8 @@ Rows, all at the same budget (``scripts/make_molecule_configs.py``'s BUDGET):
 Each finished run is kept as benchmarks/results/feedback_efficiency_runs/<task>_<method>_<seed>.json
 with a fingerprint (SHA-256 of the method's config file, the prior checkpoint, the data and the
 oracle); a later invocation reuses every run whose fingerprint still matches and runs only the
-rest (``--rerun`` ignores the kept runs). So a benchmark too long for one sitting can be filled in
+rest (``--rerun`` ignores the kept runs); the table and plots show the requested runs and every
+other method's matching kept runs. So a benchmark too long for one sitting can be filled in
 over several, a killed run loses only itself, and a changed config, prior or oracle is re-measured.
 
 Per run: top-1, top-10 mean, the last round's mean, PMO's AUC of the top-10 curve (Gao et al.
@@ -56,6 +57,7 @@ from seiko.plots import plot_methods_curves  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = RESULTS / "feedback_efficiency_runs"
+ALL_METHODS = [*METHODS, *OTHER_METHODS, "best_of_n", "training_set"]
 LABELS = {
     "seiko_ucb": "SEIKO-UCB",
     "seiko_bootstrap": "SEIKO-Bootstrap",
@@ -211,9 +213,7 @@ def table(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument(
-        "--methods", nargs="+", default=[*METHODS, *OTHER_METHODS, "best_of_n", "training_set"]
-    )
+    parser.add_argument("--methods", nargs="+", default=ALL_METHODS, choices=ALL_METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", default="runs/feedback_efficiency")
     parser.add_argument("--threads", type=int, default=2)
@@ -247,6 +247,19 @@ def main() -> None:
                     + (" [kept from an earlier invocation]" if kept else ""),
                     flush=True,
                 )
+        # the table and plot also show every other method's kept runs that still match
+        for method in ALL_METHODS:
+            if method in results[task]:
+                continue
+            kept = [
+                run
+                for path in sorted(RUNS.glob(f"{task}_{method}_*.json"))
+                if (seed := path.stem.rsplit("_", 1)[1]).isdigit()
+                and (run := kept_run(task, method, int(seed))) is not None
+            ]
+            if kept:
+                results[task][method] = kept
+        results[task] = {m: results[task][m] for m in ALL_METHODS if m in results[task]}
         curves = {  # a run that met a duplicate paid fewer calls: its curve ends there (NaN)
             LABELS[m]: (
                 torch.arange(1, BUDGET + 1),
