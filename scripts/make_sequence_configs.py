@@ -1,0 +1,213 @@
+"""Write configs/<domain>/<task>/<method>.yaml: the five online methods on one task per sequence
+domain (DNA, RNA, protein), each starting from the shipped prior ``models/<domain>/prior.ckpt``.
+
+Run from the repository root after changing a shared setting here::
+
+    python scripts/make_sequence_configs.py            # write the files
+    python scripts/make_sequence_configs.py --check    # exit 1 if a file is not what it writes
+
+The fifteen files differ only in the domain (prior, data, oracle) and the exploration strategy
+(method). The denoiser, schedule and data settings are read from the prior's own
+``configs/<domain>/pretrain.yaml``, so a fine-tuning run builds exactly the network the shipped
+weights belong to; the oracles are the YAML blocks of docs/sequences.md (``<!-- dna-oracle -->``,
+``<!-- rna-oracle -->``) or written here (the kinase HMM). tests/test_sequence_configs.py checks
+that the files are up to date.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def docs_oracle(marker: str) -> dict:
+    """The oracle of the YAML block after ``<!-- marker -->`` in docs/sequences.md."""
+    text = (ROOT / "docs" / "sequences.md").read_text()
+    block = re.search(rf"<!-- {marker} -->\n```yaml\n(.*?)```", text, re.S)
+    if block is None:
+        raise RuntimeError(f"docs/sequences.md lost its <!-- {marker} --> YAML block")
+    return yaml.safe_load(block.group(1))["oracle"]
+
+
+def pretrain_config(domain: str) -> dict:
+    return yaml.safe_load((ROOT / "configs" / domain / "pretrain.yaml").read_text())
+
+
+#: DNA's class order: the prior's labels (the datamodule's sorted TAG values), fixed so that class
+#: k means the same cell type in the fine-tuning run as in the prior.
+DNA_LABELS = ["GM12878_ENCLB441ZZZ", "HepG2_ENCLB029COU", "K562_ENCLB843GMH", "hESCT0_ENCLB449ZZZ"]
+
+TASKS = {
+    "dna": {
+        "task": "hepg2_enhancer",
+        "oracle": docs_oracle("dna-oracle"),  # EnhancerScore(cell_type="HepG2")
+        "target_label": "HepG2_ENCLB029COU",  # design HepG2 enhancers: chains run on that class
+        "ucb_beta": 0.05,
+    },
+    "rna": {
+        "task": "trna_structure",
+        "oracle": docs_oracle("rna-oracle"),  # StructureMatch to tRNA DA0580 (74 nt)
+        "target_label": None,
+        "ucb_beta": 0.05,
+    },
+    "protein": {
+        "task": "kinase_hmm",
+        "oracle": {
+            "class_path": "seiko.oracles.protein.HMMScore",
+            "init_args": {"hmm": "data/hmm/Pkinase.hmm"},
+        },
+        "target_label": None,
+        # why: the score is in bits (real proteins 0-10, kinases 50-250), ~20x the scale of the
+        # DNA and RNA scores, and the UCB bonus must be on the reward's scale
+        "ucb_beta": 1.0,
+    },
+}
+
+# Small enough that one run takes about 10 minutes on this shared 2-core CPU (measured for DNA
+# SEIKO-UCB, docs/sequences.md "Tasks and configs"): 4 rounds of 64 queries; per round 6
+# fine-tuning steps of 8 chains, gradient through the last 10 of the 50 sampler steps.
+# Provisional fine-tuning settings (not swept): lr 5e-5, kl_weight 0.1 on the per-dimension KL.
+ROUNDS = 4
+BUDGET = 256
+STEPS_PER_ROUND = 6
+CHAINS_PER_STEP = 8
+LR = 5.0e-5
+KL_WEIGHT = 0.1
+PER_ROUND = [BUDGET // ROUNDS] * ROUNDS
+
+
+def methods(ucb_beta: float) -> dict[str, dict]:
+    return {
+        "seiko_ucb": {
+            "bonus": {"class_path": "seiko.callbacks.UCBBonus", "init_args": {"beta": ucb_beta}},
+            "queries_per_round": PER_ROUND,
+        },
+        "seiko_bootstrap": {
+            "bonus": {"class_path": "seiko.callbacks.BootstrapBonus", "init_args": {"members": 4}},
+            "queries_per_round": PER_ROUND,
+        },
+        "seiko_ts": {
+            "bonus": {"class_path": "seiko.callbacks.ThompsonBonus", "init_args": {"members": 4}},
+            "queries_per_round": PER_ROUND,
+        },
+        "greedy": {
+            "bonus": {"class_path": "seiko.callbacks.Greedy"},
+            "queries_per_round": PER_ROUND,
+        },
+        # Non-adaptive: the whole budget is measured on the prior's samples before any
+        # fine-tuning; the model is then fine-tuned on that one reward model.
+        "non_adaptive": {
+            "bonus": {"class_path": "seiko.callbacks.Greedy"},
+            "queries_per_round": [BUDGET] + [0] * (ROUNDS - 1),
+        },
+    }
+
+
+METHODS = list(methods(0.0))
+MODULES = {
+    "dna": "seiko.lightning_modules.biosequences.DNADiffusion",
+    "rna": "seiko.lightning_modules.biosequences.RNADiffusion",
+    "protein": "seiko.lightning_modules.biosequences.ProteinDiffusion",
+}
+
+
+def config(domain: str, method: str) -> dict:
+    spec, prior_config = TASKS[domain], pretrain_config(domain)
+    prior = f"models/{domain}/prior.ckpt"
+    root = f"runs/{domain}_{spec['task']}_{method}"
+    pretrained = prior_config["model"]["init_args"]
+    data = dict(prior_config["data"]["init_args"])
+    data["batch_size"] = CHAINS_PER_STEP
+    if domain == "dna":
+        data["labels"] = DNA_LABELS
+    model = {"mode": "finetune", "pretrained_checkpoint": prior}
+    if spec["target_label"] is not None:
+        model["target_label"] = spec["target_label"]
+    model.update(
+        {
+            "denoiser": pretrained["denoiser"],
+            "kl_weight": KL_WEIGHT,
+            "schedule": pretrained["schedule"],
+            "sampler": {"num_steps": 50, "checkpoint": True, "truncate": 10},
+            "optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": LR}},
+        }
+    )
+    exploration = {
+        "oracle": spec["oracle"],
+        "budget": BUDGET,
+        **methods(spec["ucb_beta"])[method],
+        "reward_model": {"architecture": "cnn", "epochs": 100, "patience": 10},
+        "fit_progress": True,
+    }
+    return {
+        "seed_everything": 0,
+        "model": {"class_path": MODULES[domain], "init_args": model},
+        "data": {"class_path": "seiko.datamodules.SequenceDataModule", "init_args": data},
+        "trainer": {
+            "accelerator": "cpu",
+            "max_epochs": ROUNDS,  # one round per epoch
+            "limit_train_batches": STEPS_PER_ROUND,
+            "limit_val_batches": 0,
+            "default_root_dir": root,
+            "callbacks": [
+                {"class_path": "seiko.callbacks.OnlineExploration", "init_args": exploration},
+                {"class_path": "seiko.callbacks.FeedbackReport"},
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {"dirpath": f"{root}/checkpoints", "save_last": True},
+                },
+            ],
+        },
+    }
+
+
+HEADER = (
+    "# Written by scripts/make_sequence_configs.py ({domain}, {task} task, {method}); edit that "
+    "script, not this file.\n# Starts from the shipped prior ({prior}); the data only size the "
+    "fine-tuning batches\n# (chains per step){labels}.\n"
+)
+
+
+def render(domain: str, method: str) -> str:
+    text = yaml.safe_dump(config(domain, method), sort_keys=False, width=100)
+    labels = " and fix the class order of the prior's labels" if domain == "dna" else ""
+    header = HEADER.format(
+        domain=domain,
+        task=TASKS[domain]["task"],
+        method=method,
+        prior=f"models/{domain}/prior.ckpt",
+        labels=labels,
+    )
+    return header + text
+
+
+def paths() -> dict[Path, str]:
+    return {
+        ROOT / "configs" / domain / TASKS[domain]["task"] / f"{method}.yaml": render(domain, method)
+        for domain in TASKS
+        for method in METHODS
+    }
+
+
+def main() -> None:
+    check = "--check" in sys.argv
+    stale = []
+    for path, text in paths().items():
+        if check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(str(path.relative_to(ROOT)))
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(path.relative_to(ROOT))
+    if stale:
+        sys.exit(f"stale configs (run scripts/make_sequence_configs.py): {stale}")
+
+
+if __name__ == "__main__":
+    main()
