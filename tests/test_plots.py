@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from seiko.plots import (
@@ -86,6 +87,9 @@ def test_plot_methods_curves_mean_is_of_the_running_top_k():
     calls = np.arange(1, 4)
     seeds = np.array([[1.0, 3.0, 2.0], [2.0, NAN, 4.0]])  # running best: [1, 3, 3], [2, 2, 4]
     fig = plot_methods_curves({"m": (calls, seeds)}, top_k=1)
+    np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(), [1.5, 2.5, 3.5])
+    # torch tensors, as the feedback-efficiency benchmark passes them
+    fig = plot_methods_curves({"m": (torch.arange(1, 4), torch.tensor(seeds))}, top_k=1)
     np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(), [1.5, 2.5, 3.5])
 
 

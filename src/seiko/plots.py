@@ -166,6 +166,7 @@ def plot_methods_curves(
         raise ValueError("curves is empty: give at least one method")
     fig, ax = _new_figure(figsize, dpi)
     for name, (calls, values) in curves.items():
+        calls = np.asarray(calls)  # a torch tensor too: np.size would read its .size method
         seeds = np.atleast_2d(np.asarray(values, dtype=np.float64))
         if seeds.ndim != 2 or seeds.shape[1] != np.size(calls):
             raise ValueError(
