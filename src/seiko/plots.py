@@ -1,4 +1,5 @@
-"""Plots of an online run: reward curves, methods overlaid, molecule grids, sequence logos, RNA.
+"""Plots of an online run: reward curves, methods overlaid, molecule and image grids, sequence
+logos, RNA structures.
 
 Figures are built with matplotlib's object API on an Agg canvas, never through ``pyplot``: no global
 figure registry to leak memory in a long run, no GUI backend needed on a headless node.
@@ -22,6 +23,8 @@ from matplotlib.path import Path as MplPath
 from matplotlib.textpath import TextPath
 from matplotlib.transforms import Affine2D
 from numpy.typing import ArrayLike
+from PIL import Image as PILImage
+from PIL import ImageDraw, ImageFont
 from PIL.Image import Image
 from rdkit import Chem
 from rdkit.Chem import Draw
@@ -623,3 +626,76 @@ def _save(fig: Figure, path: str | Path | None) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         # No bbox_inches="tight": the PNG keeps exactly figsize * dpi pixels.
         fig.savefig(path, format="png", dpi=fig.dpi)
+
+
+def image_grid(
+    images: Sequence[Image | None],
+    values: ArrayLike,
+    path: str | Path | None = None,
+    n: int = 64,
+    per_row: int = 8,
+    *,
+    scale: int = 3,
+    title: str | None = None,
+) -> Image:
+    """A grid of images, best value first, each with its value written under it.
+
+    Images with a NaN value or none at all (a design that did not decode) come last, drawn as a
+    grey cell captioned "NaN". Images are upscaled ``scale`` times with nearest-neighbour
+    sampling (pixels stay visible) and shown in RGB; the cell is the size of the first image.
+
+    Args:
+        images: (N,) PIL images (any mode), ``None`` where there is none.
+        values: (N,) their values (higher is better); NaN where infeasible.
+        path: where to save the PNG; not saved if ``None``.
+        n: how many images to draw at most (the best n).
+        per_row: images per row.
+        scale: integer upscaling of every image.
+        title: a line of text above the grid (e.g. the round and its mean value).
+
+    Returns:
+        The PIL image, ``per_row * cell width`` wide.
+
+    Raises:
+        ValueError: if the lengths differ, ``n``, ``per_row`` or ``scale`` is < 1, or no image
+            is given.
+    """
+    values_np = np.asarray(values, dtype=np.float64)
+    if values_np.shape != (len(images),):
+        raise ValueError(f"values must have shape ({len(images)},), got {values_np.shape}")
+    if n < 1 or per_row < 1 or scale < 1:
+        raise ValueError(
+            f"n, per_row and scale must be >= 1, got n={n}, per_row={per_row}, scale={scale}"
+        )
+    present = [image for image in images if image is not None]
+    if not present:
+        raise ValueError(f"no image among the {len(images)} designs given")
+    width, height = present[0].size[0] * scale, present[0].size[1] * scale
+    usable = np.array([image is not None for image in images]) & ~np.isnan(values_np)
+    # best first; unusable ones last, in their given order
+    order = sorted(
+        range(len(images)), key=lambda i: (not usable[i], -values_np[i] if usable[i] else i)
+    )
+    shown = order[:n]
+    font = ImageFont.load_default()
+    caption = 14
+    top = caption + 4 if title else 0
+    rows = math.ceil(len(shown) / per_row)
+    grid = PILImage.new("RGB", (per_row * width, top + rows * (height + caption)), "white")
+    draw = ImageDraw.Draw(grid)
+    if title:
+        draw.text((2, 2), title, fill="black", font=font)
+    for slot, index in enumerate(shown):
+        x, y = (slot % per_row) * width, top + (slot // per_row) * (height + caption)
+        image = images[index]
+        if image is None:
+            draw.rectangle((x, y, x + width - 1, y + height - 1), fill="#bbbbbb")
+        else:
+            cell = image.convert("RGB").resize((width, height), PILImage.Resampling.NEAREST)
+            grid.paste(cell, (x, y))
+        text = f"{values_np[index]:.3f}" if usable[index] else "NaN"
+        draw.text((x + 2, y + height + 1), text, fill="black", font=font)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        grid.save(path, format="PNG")
+    return grid

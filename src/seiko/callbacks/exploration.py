@@ -68,6 +68,14 @@ class RewardModelConfig:
     margin: float = 1.0
 
 
+def design_keys(pl_module: L.LightningModule, designs: list[Any]) -> list[str]:
+    """The FeedbackStore key of each design: the module's ``design_key`` where it has one (images:
+    their PNG as a data URI, which ``encode`` reads back), else ``str`` (SMILES and sequences are
+    their own keys)."""
+    key = getattr(pl_module, "design_key", str)
+    return [key(design) for design in designs]
+
+
 def _gather(trainer: L.Trainer, items: list[Any]) -> list[Any]:
     """Concatenate a python list across ranks (in rank order)."""
     if trainer.world_size == 1 or not dist.is_available() or not dist.is_initialized():
@@ -234,7 +242,8 @@ class OnlineExploration(Callback):
             if trainer.is_global_zero:
                 assert self.ledger is not None
                 spent = self.ledger.spent
-                values = self.ledger.measure(designs, round=round_, keys=[str(d) for d in designs])
+                keys = design_keys(pl_module, designs)
+                values = self.ledger.measure(designs, round=round_, keys=keys)
                 report = self.ledger.last_report
                 missing = max(0, min(missing - (self.ledger.spent - spent), self.ledger.remaining))
                 rank_zero_info(
@@ -260,7 +269,7 @@ class OnlineExploration(Callback):
         """Rank correlation of the current reward model with the oracle on fresh designs."""
         from torchmetrics.functional import spearman_corrcoef
 
-        x, keep = self._encode(pl_module, [str(d) for d in designs])
+        x, keep = self._encode(pl_module, design_keys(pl_module, designs))
         y = values[keep]
         finite = torch.isfinite(y)
         if int(finite.sum()) < 3:

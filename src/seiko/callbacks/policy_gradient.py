@@ -28,7 +28,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
-from seiko.callbacks.exploration import _gather
+from seiko.callbacks.exploration import _gather, design_keys
 from seiko.diffusion.ppo import normalized_advantages
 from seiko.oracles.base import Oracle
 from seiko.oracles.ledger import OracleLedger
@@ -138,7 +138,7 @@ class OnlinePPO(Callback):
         values = None
         if trainer.is_global_zero:
             values = self.ledger.measure(
-                all_designs, round=update, keys=[str(d) for d in all_designs]
+                all_designs, round=update, keys=design_keys(pl_module, all_designs)
             )
         values = self._broadcast(trainer, values)
         start = sum(quota // world + (1 if r < quota % world else 0) for r in range(rank))

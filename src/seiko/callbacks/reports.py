@@ -4,8 +4,11 @@
 Trainer keeps) and writes:
 
 * ``reward_curve.png``: oracle value vs oracle calls (round means, running best, running top-10);
-* ``top_designs.png`` (molecules: an RDKit grid with scores) or ``top_designs.txt`` (any design
-  type: one "value<TAB>design" line each), the best designs measured so far;
+* ``top_designs.png`` (molecules: an RDKit grid with scores; images: the images with their
+  values) or ``top_designs.txt`` (any design type: one "value<TAB>design" line each), the best
+  designs measured so far;
+* for images also ``round_<r>_designs.png``: every round's measured images, best first, with
+  their values (``seiko.plots.image_grid``; at most 64 a round);
 
 and logs the images to the logger when it can take images (TensorBoard's ``add_figure``/
 ``add_image``, or a logger with ``log_image``). At the end of ``fit`` it prints where they are.
@@ -23,7 +26,7 @@ import numpy as np
 from lightning.pytorch.utilities import rank_zero_info
 
 from seiko.oracles.store import OFFLINE_ROUND, FeedbackStore
-from seiko.plots import molecule_grid, plot_reward_curve
+from seiko.plots import image_grid, molecule_grid, plot_reward_curve
 
 
 def _find_store(trainer: L.Trainer) -> tuple[FeedbackStore | None, str | None]:
@@ -42,8 +45,9 @@ class FeedbackReport(L.Callback):
     Args:
         directory: where the pictures go; default the Trainer's ``default_root_dir``.
         designs: "molecules" (a grid drawn with RDKit), "text" (a list), or "auto" (molecules if
-            the module is a molecule model, else text).
-        top_k: the running top-k mean on the curve, and how many designs the grid shows (x1.6).
+            the module is a molecule model, image grids if it is an image model, else text).
+        top_k: the running top-k mean on the curve, and how many designs the grid shows (x1.6
+            for molecules, x4 for images).
     """
 
     def __init__(
@@ -64,7 +68,10 @@ class FeedbackReport(L.Callback):
     def _kind(self, pl_module: L.LightningModule) -> str:
         if self.designs != "auto":
             return self.designs
-        return "molecules" if "Molecule" in type(pl_module).__name__ else "text"
+        name = type(pl_module).__name__
+        if "Molecule" in name:
+            return "molecules"
+        return "images" if "Image" in name else "text"
 
     def write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Path]:
         """Write the pictures now; returns {"curve": path, "designs": path} (what was written)."""
@@ -91,16 +98,55 @@ class FeedbackReport(L.Callback):
         self._log_figure(trainer, "feedback/reward_curve", figure)
         plt.close(figure)
         designs = [r.design for r in rows]
-        if self._kind(pl_module) == "molecules" and np.isfinite(values).any():
+        kind = self._kind(pl_module)
+        if kind == "images":  # grids when any image decodes, else the list below
+            paths.update(self._image_grids(trainer, pl_module, designs, values, rounds, out))
+        if kind == "molecules" and np.isfinite(values).any():
             image = molecule_grid(designs, values, path=out / "top_designs.png", n=16)
             paths["designs"] = out / "top_designs.png"
             self._log_image(trainer, "feedback/top_designs", np.asarray(image.convert("RGB")))
-        else:
+        elif "designs" not in paths:
             order = np.argsort(np.where(np.isfinite(values), -values, np.inf), kind="stable")
             lines = [f"{values[i]:.6g}\t{designs[i]}" for i in order[: 10 * self.top_k]]
             (out / "top_designs.txt").write_text("\n".join(lines) + "\n")
             paths["designs"] = out / "top_designs.txt"
         self.paths = paths
+        return paths
+
+    def _image_grids(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        designs: list[str],
+        values: np.ndarray,
+        rounds: np.ndarray,
+        out: Path,
+    ) -> dict[str, Path]:
+        """Per-round grids and the best images so far; the store's keys are read back through
+        the module (``decode(encode([key]))``; a key that does not encode is drawn as missing)."""
+        images = []
+        for key in designs:
+            try:
+                images.append(pl_module.decode(pl_module.encode([key]))[0])
+            except ValueError:
+                images.append(None)
+        if not any(image is not None for image in images):
+            return {}
+        paths = {}
+        for round_ in sorted(set(rounds.tolist())):
+            members = np.flatnonzero(rounds == round_)
+            finite = values[members][np.isfinite(values[members])]
+            summary = f", mean {finite.mean():.3f}, best {finite.max():.3f}" if finite.size else ""
+            paths[f"round_{round_}"] = out / f"round_{round_}_designs.png"
+            image_grid(
+                [images[i] for i in members],
+                values[members],
+                path=paths[f"round_{round_}"],
+                title=f"round {round_}: {members.size} queries{summary}",
+            )
+        top = image_grid(images, values, path=out / "top_designs.png", n=4 * self.top_k)
+        paths["designs"] = out / "top_designs.png"
+        self._log_image(trainer, "feedback/top_designs", np.asarray(top))
         return paths
 
     @staticmethod

@@ -1,5 +1,6 @@
 """LightningDataModules: each domain's pretraining data (and conditions for fine-tuning)."""
 
+from seiko.datamodules.images import ImageDataModule
 from seiko.datamodules.molecules import MoleculeDataModule
 from seiko.datamodules.prompts import PromptDataModule, read_prompts
 from seiko.datamodules.sequences import (
@@ -14,6 +15,7 @@ from seiko.datamodules.sequences import (
 __all__ = [
     "ALPHABETS",
     "DEFAULT_SPLIT_VALUES",
+    "ImageDataModule",
     "MoleculeDataModule",
     "PromptDataModule",
     "SequenceDataModule",

@@ -8,6 +8,7 @@ from seiko.lightning_modules.base import (
     straight_through_one_hot,
 )
 from seiko.lightning_modules.biosequences import DNADiffusion, ProteinDiffusion, RNADiffusion
+from seiko.lightning_modules.images import ImageDiffusion, UNetDenoiser
 from seiko.lightning_modules.latent import LatentSequenceDiffusion, SequenceAutoencoderModule
 from seiko.lightning_modules.molecules import LatentMoleculeDiffusion, MoleculeDiffusion
 from seiko.lightning_modules.stable_diffusion import StableDiffusion
@@ -15,6 +16,7 @@ from seiko.lightning_modules.stable_diffusion import StableDiffusion
 __all__ = [
     "DNADiffusion",
     "DiffusionModule",
+    "ImageDiffusion",
     "LatentMoleculeDiffusion",
     "LatentSequenceDiffusion",
     "MoleculeDiffusion",
@@ -25,5 +27,6 @@ __all__ = [
     "SequenceAutoencoderModule",
     "SequenceDiffusion",
     "StableDiffusion",
+    "UNetDenoiser",
     "straight_through_one_hot",
 ]
