@@ -18,7 +18,7 @@ and every fine-tuning chain then use that class; None samples the null class.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from lightning.pytorch.cli import OptimizerCallable
@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from seiko.datamodules.sequences import ALPHABET_NAMES, ALPHABETS
 from seiko.lightning_modules.base import SamplerConfig, ScheduleConfig, SequenceDiffusion
+from seiko.lightning_modules.labels import ClassLabels, check_labels
 
 
 def _check_vocabulary(owner: str, alphabet: str, vocabulary: list[str], pad: str | None) -> None:
@@ -40,7 +41,7 @@ def _check_vocabulary(owner: str, alphabet: str, vocabulary: list[str], pad: str
         )
 
 
-class _AlphabetDiffusion(SequenceDiffusion):
+class _AlphabetDiffusion(ClassLabels, SequenceDiffusion):
     """``SequenceDiffusion`` over one biological alphabet, optionally class-conditional.
 
     Args:
@@ -77,20 +78,7 @@ class _AlphabetDiffusion(SequenceDiffusion):
     ) -> None:
         owner = type(self).__name__
         _check_vocabulary(owner, self.alphabet, vocabulary, pad_symbol)
-        if labels is not None and (not labels or len(set(labels)) != len(labels)):
-            raise ValueError(f"labels must be a non-empty list without repeats, got {labels}")
-        classes = getattr(denoiser, "num_classes", None)
-        if classes != (None if labels is None else len(labels)):
-            raise ValueError(
-                f"{owner}: the denoiser has num_classes={classes} but labels={labels}; a "
-                "conditional denoiser needs one class per label (the CLI links both from the data)"
-            )
-        if target_label is not None:
-            if labels is None or target_label not in labels:
-                raise ValueError(f"target_label {target_label!r} is not one of labels {labels}")
-            if mode == "ppo":
-                # the PPO update re-scores trajectories without a condition
-                raise ValueError("target_label does not work with mode='ppo' yet")
+        check_labels(owner, denoiser, labels, target_label, mode)
         super().__init__(
             denoiser,
             vocabulary=vocabulary,
@@ -126,40 +114,6 @@ class _AlphabetDiffusion(SequenceDiffusion):
                         f"is not in the {ALPHABET_NAMES[self.alphabet]} alphabet {self.letters!r}"
                     )
         return super().encode(designs)
-
-    # ------------------------------------------------------------------ classes
-    def label_ids(self, names: Sequence[str]) -> Tensor:
-        """Class names -> (B,) long class indices on the module's device (for ``sample``)."""
-        if self.labels is None:
-            raise ValueError(f"{type(self).__name__} is unconditional: it has no labels")
-        unknown = [name for name in names if name not in self.labels]
-        if unknown:
-            raise ValueError(f"labels {unknown} are not among the model's labels {self.labels}")
-        ids = [self.labels.index(name) for name in names]
-        return torch.tensor(ids, dtype=torch.long, device=self.device)
-
-    def _target_cond(self, n: int) -> Tensor | None:
-        """(n,) indices of ``target_label``, or None without one."""
-        if self.target_label is None:
-            return None
-        return self.label_ids([self.target_label] * n)
-
-    def sample(
-        self,
-        n: int,
-        cond: Tensor | None = None,
-        batch_size: int = 256,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Draw n designs (n, L, V); without ``cond``, of ``target_label``'s class (if set)."""
-        cond = self._target_cond(n) if cond is None else cond
-        return super().sample(n, cond=cond, batch_size=batch_size, generator=generator)
-
-    def sample_trajectories(
-        self, n: int, cond: Tensor | None = None, generator: torch.Generator | None = None
-    ) -> dict[str, Any]:
-        cond = self._target_cond(n) if cond is None else cond
-        return super().sample_trajectories(n, cond=cond, generator=generator)
 
     def finetune_loss(self, n: int, cond: Tensor | None = None) -> dict[str, Tensor]:
         """The fine-tuning objective; with ``target_label`` every chain runs on its class (the

@@ -38,6 +38,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from seiko.lightning_modules.base import DiffusionModule, SamplerConfig, ScheduleConfig
+from seiko.lightning_modules.labels import ClassLabels, check_labels
 from seiko.oracles.images import to_pil
 
 PNG_KEY_PREFIX = "data:image/png;base64,"
@@ -172,7 +173,7 @@ class UNetDenoiser(nn.Module):
 
 
 # ---------------------------------------------------------------------- the system
-class ImageDiffusion(DiffusionModule):
+class ImageDiffusion(ClassLabels, DiffusionModule):
     """Pixel-space diffusion on (C, S, S) images in [-1, 1]; designs are PIL images.
 
     Args:
@@ -205,19 +206,7 @@ class ImageDiffusion(DiffusionModule):
                 f"ImageDiffusion needs a denoiser with an image_shape (C, H, W), C in (1, 3), such "
                 f"as UNetDenoiser; {type(denoiser).__name__} has image_shape={shape}"
             )
-        if labels is not None and (not labels or len(set(labels)) != len(labels)):
-            raise ValueError(f"labels must be a non-empty list without repeats, got {labels}")
-        classes = getattr(denoiser, "num_classes", None)
-        if classes != (None if labels is None else len(labels)):
-            raise ValueError(
-                f"ImageDiffusion: the denoiser has num_classes={classes} but labels={labels}; a "
-                "conditional denoiser needs one class per label (the CLI links both from the data)"
-            )
-        if target_label is not None:
-            if labels is None or target_label not in labels:
-                raise ValueError(f"target_label {target_label!r} is not one of labels {labels}")
-            if mode == "ppo":  # the PPO update re-scores trajectories without a condition
-                raise ValueError("target_label does not work with mode='ppo' yet")
+        check_labels("ImageDiffusion", denoiser, labels, target_label, mode)
         super().__init__(
             denoiser,
             data_shape=tuple(int(d) for d in shape),
@@ -295,37 +284,6 @@ class ImageDiffusion(DiffusionModule):
             f"design {n} is a {type(design).__name__}; expected a PIL image, an image key or a "
             "(C, H, W) tensor"
         )
-
-    # ------------------------------------------------------------------ classes
-    def label_ids(self, names: Sequence[str]) -> Tensor:
-        """Class names -> (B,) long class indices on the module's device (for ``sample``)."""
-        if self.labels is None:
-            raise ValueError("this ImageDiffusion is unconditional: it has no labels")
-        unknown = [name for name in names if name not in self.labels]
-        if unknown:
-            raise ValueError(f"labels {unknown} are not among the model's labels {self.labels}")
-        ids = [self.labels.index(name) for name in names]
-        return torch.tensor(ids, dtype=torch.long, device=self.device)
-
-    def _target_cond(self, n: int) -> Tensor | None:
-        return None if self.target_label is None else self.label_ids([self.target_label] * n)
-
-    def sample(
-        self,
-        n: int,
-        cond: Tensor | None = None,
-        batch_size: int = 256,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Draw n images (n, C, S, S); without ``cond``, of ``target_label``'s class (if set)."""
-        cond = self._target_cond(n) if cond is None else cond
-        return super().sample(n, cond=cond, batch_size=batch_size, generator=generator)
-
-    def sample_trajectories(
-        self, n: int, cond: Tensor | None = None, generator: torch.Generator | None = None
-    ) -> dict[str, Any]:
-        cond = self._target_cond(n) if cond is None else cond
-        return super().sample_trajectories(n, cond=cond, generator=generator)
 
     def finetune_loss(self, n: int, cond: Tensor | None = None) -> dict[str, Tensor]:
         """The fine-tuning objective on n chains of what ``sample()`` draws: ``target_label``'s
