@@ -1,17 +1,21 @@
-"""Feedback efficiency on the molecule tasks: every method at one oracle budget, several seeds.
+"""Feedback efficiency on every domain's tasks: every method at one oracle budget, several seeds.
 
-Run from the repository root (after the shipped prior exists at models/molecules/prior.ckpt)::
+Run from the repository root (the shipped priors under models/ are used)::
 
     python benchmarks/feedback_efficiency.py --tasks harder qed --seeds 0 1 2
+    python benchmarks/feedback_efficiency.py --tasks mnist_incompressible3 --seeds 0
 
-Rows, all at the same budget (``scripts/make_molecule_configs.py``'s BUDGET):
+Tasks (``TASK_DIRS``): each is a directory ``configs/<domain>/<task>/`` of one config per method,
+written by ``scripts/make_{molecule,sequence,image}_configs.py``; the task's oracle, budget and
+prior are read from its ``seiko_ucb.yaml``, and the training data from the domain's pretrain
+config. Rows, all at the task's budget:
 
-* the five online methods, each exactly its config ``configs/molecules/<task>/<method>.yaml``
+* the five online methods, each exactly its config ``configs/<domain>/<task>/<method>.yaml``
   (SEIKO-UCB, SEIKO-Bootstrap, SEIKO-TS, Greedy, Non-adaptive), run with ``seiko fit`` in process;
 * the paper's other two families, from their configs beside those: reward-guided sampling
   (``guidance.yaml``) and online PPO / DDPO (``ppo.yaml``);
 * best-of-N: N = budget samples of the pretrained prior, all measured;
-* training-set picks: N = budget molecules drawn at random from the shipped training molecules.
+* training-set picks: N = budget designs drawn at random from the prior's training split.
 
 Each finished run is kept as benchmarks/results/feedback_efficiency_runs/<task>_<method>_<seed>.json
 with a fingerprint (SHA-256 of the method's config file, the prior checkpoint, the data and the
@@ -21,9 +25,12 @@ other method's matching kept runs. So a benchmark too long for one sitting can b
 over several, a killed run loses only itself, and a changed config, prior or oracle is re-measured.
 
 Per run: top-1, top-10 mean, the last round's mean, PMO's AUC of the top-10 curve (Gao et al.
-2022, logged every 100 calls), validity, uniqueness and internal diversity of the measured
-designs, wall time. Writes benchmarks/results/feedback_efficiency.{json,md} and one plot per task
-(feedback_efficiency_<task>.png: running top-10 mean vs calls, mean +- std over seeds).
+2022, logged every 100 calls), validity, uniqueness and diversity of the measured designs
+(molecules: internal diversity, 1 - mean pairwise Tanimoto of Morgan fingerprints; sequences:
+mean normalised edit distance of 200 seeded picks; images: mean pairwise RMS pixel difference in
+[0, 1] of 200 seeded picks), wall time. Writes benchmarks/results/feedback_efficiency.{json,md}
+and one plot per task (feedback_efficiency_<task>.png: running top-10 mean vs calls, mean +- std
+over seeds).
 """
 
 from __future__ import annotations
@@ -38,25 +45,45 @@ import time
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from make_molecule_configs import BUDGET, METHODS, OTHER_METHODS, PRIOR, TASKS  # noqa: E402
+from make_molecule_configs import METHODS, OTHER_METHODS  # noqa: E402
 
 import seiko.lightning_modules  # noqa: E402, F401  (a checkpoint's class must be imported to load)
-from seiko.callbacks.exploration import load_oracle  # noqa: E402
+from seiko.callbacks.exploration import design_keys, load_oracle  # noqa: E402
 from seiko.cli import build_cli  # noqa: E402
 from seiko.datamodules.molecules import canonical_smiles, read_smiles  # noqa: E402
-from seiko.metrics import InternalDiversity  # noqa: E402
+from seiko.metrics import InternalDiversity, LevenshteinDiversity  # noqa: E402
 from seiko.metrics.oracle_budget import top_k_auc  # noqa: E402
+from seiko.oracles.base import import_object  # noqa: E402
 from seiko.oracles.store import FeedbackStore  # noqa: E402
 from seiko.plots import plot_methods_curves  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = RESULTS / "feedback_efficiency_runs"
+#: task -> its config directory (configs/<domain>/<task>/)
+TASK_DIRS = {
+    "harder": "configs/molecules/harder",
+    "qed": "configs/molecules/qed",
+    "hepg2_enhancer": "configs/dna/hepg2_enhancer",
+    "trna_structure": "configs/rna/trna_structure",
+    "kinase_hmm": "configs/protein/kinase_hmm",
+    "mnist_incompressible3": "configs/images/mnist_incompressible3",
+    "mnist_digit3": "configs/images/mnist_digit3",
+}
+PRETRAIN = {
+    "molecules": "configs/molecules/pretrain.yaml",
+    "dna": "configs/dna/pretrain.yaml",
+    "rna": "configs/rna/pretrain.yaml",
+    "protein": "configs/protein/pretrain.yaml",
+    "images": "configs/images/mnist_pretrain.yaml",
+}
+DIVERSITY_PICKS = 200
 ALL_METHODS = [*METHODS, *OTHER_METHODS, "best_of_n", "training_set"]
 LABELS = {
     "seiko_ucb": "SEIKO-UCB",
@@ -71,13 +98,79 @@ LABELS = {
 }
 
 
-def summarise(designs: list[str], values: torch.Tensor, rounds: list[int], seconds: float) -> dict:
+def _yaml(path: str | Path) -> dict:
+    return yaml.safe_load((ROOT / path).read_text())
+
+
+def domain(task: str) -> str:
+    return Path(TASK_DIRS[task]).parent.name
+
+
+def config_path(task: str, method: str) -> Path:
+    return ROOT / TASK_DIRS[task] / f"{method}.yaml"
+
+
+def task_spec(task: str) -> dict:
+    """The task's oracle spec, budget and prior, read from its SEIKO-UCB config."""
+    config = _yaml(config_path(task, "seiko_ucb"))
+    exploration = next(
+        c["init_args"]
+        for c in config["trainer"]["callbacks"]
+        if c["class_path"].endswith("OnlineExploration")
+    )
+    return {
+        "oracle": exploration["oracle"],
+        "budget": int(exploration["budget"]),
+        "prior": config["model"]["init_args"]["pretrained_checkpoint"],
+    }
+
+
+def training_data(task: str) -> dict:
+    """The datamodule (class path and arguments) the task's prior was trained on."""
+    return _yaml(PRETRAIN[domain(task)])["data"]
+
+
+def _picks(items: list, seed: int) -> list:
+    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed))
+    return [items[i] for i in order[:DIVERSITY_PICKS]]
+
+
+def diversity(task: str, designs: list[str]) -> float:
+    """The domain's diversity of the feasible designs (see the module docstring)."""
+    valid = [d for d in designs if d]
+    if len(valid) < 2:
+        return math.nan
+    kind = domain(task)
+    if kind == "molecules":
+        metric = InternalDiversity()
+        metric.update(valid)
+        return float(metric.compute())
+    if kind == "images":
+        from seiko.lightning_modules.images import image_from_key
+
+        pixels = torch.stack(
+            [
+                torch.as_tensor(np.asarray(image_from_key(key)), dtype=torch.float64).flatten()
+                / 255
+                for key in _picks(valid, 0)
+            ]
+        )
+        distances = torch.cdist(pixels, pixels) / math.sqrt(pixels.shape[1])
+        n = len(pixels)
+        return float(distances.sum() / (n * (n - 1)))
+    metric = LevenshteinDiversity()
+    metric.update(_picks(valid, 0))
+    return float(metric.compute())
+
+
+def summarise(
+    task: str, designs: list[str], values: torch.Tensor, rounds: list[int], seconds: float
+) -> dict:
+    budget = task_spec(task)["budget"]
     finite = values[torch.isfinite(values)]
     top = finite.sort(descending=True).values
     last = [v for v, r in zip(values.tolist(), rounds, strict=True) if r == max(rounds)]
     valid = [d for d in designs if d]
-    diversity = InternalDiversity()
-    diversity.update(valid)
     return {
         "calls": int(values.numel()),
         "top1": float(top[0]) if top.numel() else math.nan,
@@ -85,10 +178,10 @@ def summarise(designs: list[str], values: torch.Tensor, rounds: list[int], secon
         "last_round_mean": statistics.fmean(v for v in last if math.isfinite(v))
         if any(math.isfinite(v) for v in last)
         else math.nan,
-        "auc_top10": float(top_k_auc(values, k=10, budget=BUDGET)),
+        "auc_top10": float(top_k_auc(values, k=10, budget=budget)),
         "validity": len(valid) / max(1, len(designs)),
         "uniqueness": len(set(valid)) / max(1, len(valid)),
-        "diversity": float(diversity.compute()) if len(valid) > 1 else math.nan,
+        "diversity": diversity(task, designs),
         "seconds": seconds,
         "values": values.tolist(),
     }
@@ -96,7 +189,7 @@ def summarise(designs: list[str], values: torch.Tensor, rounds: list[int], secon
 
 def run_method(task: str, method: str, seed: int, out: Path) -> dict:
     """The method's config, with the seed, the run directory and no checkpoint files."""
-    config = yaml.safe_load((ROOT / "configs" / "molecules" / task / f"{method}.yaml").read_text())
+    config = _yaml(config_path(task, method))
     root = out / f"{task}_{method}_{seed}"
     config["seed_everything"] = seed
     trainer = config["trainer"]
@@ -118,29 +211,59 @@ def run_method(task: str, method: str, seed: int, out: Path) -> dict:
     store = FeedbackStore(root / "feedback.sqlite")
     rows = [r for r in store.rows() if r.source == "oracle"]
     values = torch.tensor([r.value if r.feasible else math.nan for r in rows], dtype=torch.float64)
-    return summarise([r.design for r in rows], values, [r.round for r in rows], seconds)
+    return summarise(task, [r.design for r in rows], values, [r.round for r in rows], seconds)
+
+
+def _prior(task: str) -> L.LightningModule:
+    return L.LightningModule.load_from_checkpoint(
+        ROOT / task_spec(task)["prior"], map_location="cpu"
+    )
 
 
 def run_best_of_n(task: str, seed: int) -> dict:
     start = time.perf_counter()
-    model = L.LightningModule.load_from_checkpoint(ROOT / PRIOR, map_location="cpu")
+    spec = task_spec(task)
+    model = _prior(task)
     generator = torch.Generator().manual_seed(seed)
-    designs = model.decode(model.sample(BUDGET, generator=generator))
-    values = load_oracle(TASKS[task])(designs)
-    return summarise(designs, values, [0] * len(designs), time.perf_counter() - start)
+    designs = []
+    for first in range(0, spec["budget"], 250):  # chunks: an image chain's memory stays small
+        n = min(250, spec["budget"] - first)
+        designs += model.decode(model.sample(n, generator=generator))
+    values = load_oracle(spec["oracle"])(designs)
+    keys = design_keys(model, designs)
+    return summarise(task, keys, values, [0] * len(designs), time.perf_counter() - start)
+
+
+def training_designs(task: str) -> list:
+    """Every design of the prior's training split, in the form the task's oracle reads."""
+    data = training_data(task)
+    args = data["init_args"]
+    if domain(task) == "molecules":
+        return [c for _, s in read_smiles(ROOT / args["path"]) if (c := canonical_smiles(s))]
+    module = import_object(data["class_path"])(**{**args, "path": str(ROOT / args["path"])})
+    if domain(task) == "images":
+        return list(module.images("train"))  # (C, S, S) uint8 tensors
+    return list(module.sequences["train"])
+
+
+def image_key_of(image: torch.Tensor) -> str:
+    """The store key of a (C, S, S) uint8 image, as the online loop keys a design."""
+    from seiko.lightning_modules.images import image_key
+    from seiko.oracles.images import to_pil
+
+    return image_key(to_pil(image))
 
 
 def run_training_set(task: str, seed: int) -> dict:
     start = time.perf_counter()
-    smiles = [
-        c
-        for _, s in read_smiles(ROOT / "data/moses_train_50k.csv.gz")
-        if (c := canonical_smiles(s))
-    ]
-    pick = torch.randperm(len(smiles), generator=torch.Generator().manual_seed(seed))[:BUDGET]
-    designs = [smiles[i] for i in pick]
-    values = load_oracle(TASKS[task])(designs)
-    return summarise(designs, values, [0] * len(designs), time.perf_counter() - start)
+    spec = task_spec(task)
+    designs = training_designs(task)
+    pick = torch.randperm(len(designs), generator=torch.Generator().manual_seed(seed))
+    designs = [designs[i] for i in pick[: spec["budget"]]]
+    values = load_oracle(spec["oracle"])(designs)
+    if domain(task) == "images":
+        designs = [image_key_of(image) for image in designs]
+    return summarise(task, designs, values, [0] * len(designs), time.perf_counter() - start)
 
 
 def _sha256(path: Path) -> str:
@@ -155,13 +278,14 @@ def fingerprint(task: str, method: str) -> str:
     """What a run's result depends on besides its seed: the method's config file (for the online
     methods), the prior (best-of-N and every method that fine-tunes it), the training data
     (training-set picks) and the task's oracle, hashed together."""
-    parts = [f"budget={BUDGET}", json.dumps(TASKS[task], sort_keys=True)]
+    spec = task_spec(task)
+    parts = [f"budget={spec['budget']}", json.dumps(spec["oracle"], sort_keys=True)]
     if method == "training_set":
-        parts.append(_sha256(ROOT / "data/moses_train_50k.csv.gz"))
+        parts.append(_sha256(ROOT / training_data(task)["init_args"]["path"]))
     else:
-        parts.append(_sha256(ROOT / PRIOR))
+        parts.append(_sha256(ROOT / spec["prior"]))
     if method not in ("best_of_n", "training_set"):
-        parts.append(_sha256(ROOT / "configs" / "molecules" / task / f"{method}.yaml"))
+        parts.append(_sha256(config_path(task, method)))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -195,7 +319,8 @@ def table(results: dict) -> str:
     ]
     lines = []
     for task, methods in results.items():
-        lines += [f"## {task} (budget {BUDGET} oracle calls)", ""]
+        budget = task_spec(task)["budget"]
+        lines += [f"## {task} ({domain(task)}, budget {budget} oracle calls)", ""]
         lines.append("| method | seeds | " + " | ".join(keys) + " |")
         lines.append("|---|---|" + "---|" * len(keys))
         for method, runs in methods.items():
@@ -212,7 +337,7 @@ def table(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--tasks", nargs="+", default=["harder", "qed"], choices=list(TASK_DIRS))
     parser.add_argument("--methods", nargs="+", default=ALL_METHODS, choices=ALL_METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", default="runs/feedback_efficiency")
@@ -260,10 +385,11 @@ def main() -> None:
             if kept:
                 results[task][method] = kept
         results[task] = {m: results[task][m] for m in ALL_METHODS if m in results[task]}
+        budget = task_spec(task)["budget"]
         curves = {  # a run that met a duplicate paid fewer calls: its curve ends there (NaN)
             LABELS[m]: (
-                torch.arange(1, BUDGET + 1),
-                torch.tensor([(r["values"] + [math.nan] * BUDGET)[:BUDGET] for r in runs]),
+                torch.arange(1, budget + 1),
+                torch.tensor([(r["values"] + [math.nan] * budget)[:budget] for r in runs]),
             )
             for m, runs in results[task].items()
         }
@@ -273,7 +399,7 @@ def main() -> None:
             title=f"{task}: top-10 mean vs oracle calls",
             path=RESULTS / f"feedback_efficiency_{task}.png",
         )
-    text = "# Feedback efficiency (molecules)\n\n" + table(results)
+    text = "# Feedback efficiency\n\n" + table(results)
     print(text)
     (RESULTS / "feedback_efficiency.md").write_text(text)
     (RESULTS / "feedback_efficiency.json").write_text(json.dumps(results, indent=1) + "\n")

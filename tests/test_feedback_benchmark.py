@@ -6,6 +6,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,6 +33,40 @@ def test_kept_runs_are_reused_only_while_the_fingerprint_matches(tmp_path, monke
     # the fingerprint covers the method's config, the task's oracle and the budget
     assert bench.fingerprint("harder", "seiko_ucb") != bench.fingerprint("harder", "greedy")
     assert bench.fingerprint("harder", "seiko_ucb") != bench.fingerprint("qed", "seiko_ucb")
-    monkeypatch.setattr(bench, "BUDGET", bench.BUDGET + 1)
+    spec = bench.task_spec("harder")
+    monkeypatch.setattr(bench, "task_spec", lambda task: {**spec, "budget": spec["budget"] + 1})
     assert bench.kept_run("harder", "seiko_ucb", 3) is None  # inputs changed: run it again
     assert not list(tmp_path.glob("*.tmp"))  # written atomically
+
+
+def test_every_task_reads_its_oracle_budget_and_prior_from_its_configs():
+    bench = _benchmark()
+    for task in bench.TASK_DIRS:
+        spec = bench.task_spec(task)
+        assert spec["budget"] > 0 and (ROOT / spec["prior"]).is_file(), task
+        assert (ROOT / bench.training_data(task)["init_args"]["path"]).is_file(), task
+        for method in bench.ALL_METHODS:
+            if method not in ("best_of_n", "training_set"):
+                assert bench.config_path(task, method).is_file(), (task, method)
+    assert bench.fingerprint("mnist_incompressible3", "seiko_ucb") != bench.fingerprint(
+        "mnist_digit3", "seiko_ucb"
+    )
+
+
+def test_training_set_picks_of_images_are_measured_and_keyed_as_the_online_loop_keys_them(
+    monkeypatch,
+):
+    bench = _benchmark()
+    from seiko.lightning_modules.images import image_from_key
+
+    designs = bench.training_designs("mnist_digit3")
+    assert len(designs) == 4000 and designs[0].dtype == torch.uint8
+    spec = bench.task_spec("mnist_digit3")
+    monkeypatch.setattr(bench, "task_spec", lambda task: {**spec, "budget": 40})
+    run = bench.run_training_set("mnist_digit3", seed=0)
+    assert run["calls"] == 40 and run["validity"] == 1.0
+    assert 0.0 <= run["top10"] <= 1.0 and 0.0 < run["diversity"] < 1.0
+    # the digits are real: about one in ten is a confident 3
+    values = sorted(run["values"], reverse=True)
+    assert values[0] > 0.9 and values[len(values) // 2] < 0.5
+    assert image_from_key(bench.image_key_of(designs[0])).size == (28, 28)

@@ -253,6 +253,58 @@ class NoisyOracle:
         return self.measure(designs).values
 
 
+class ProductOracle:
+    """The product of several oracles' answers: an objective gated by constraints in [0, 1].
+
+    A design is NaN (infeasible) when any factor is, with the first factor's reason. Typical use
+    is one open-ended objective times a probability that the design is still what it should be,
+    e.g. the MNIST task "an incompressible 3": ``JPEGIncompressibility`` (kB) times
+    ``DigitConfidence(target=3)``, so noise alone (which raises the JPEG size) does not pay
+    unless the image still reads as a 3.
+
+    Args:
+        oracles: two or more oracles (any ``load_oracle`` spec), all maximised
+            (``higher_is_better``); a factor meant as a constraint should be in [0, 1].
+        name: recorded with every answer; default the factors' names joined by ``*``.
+    """
+
+    higher_is_better = True
+
+    def __init__(self, oracles: Sequence[Oracle], name: str | None = None) -> None:
+        if isinstance(oracles, (str, Mapping)) or len(oracles) < 2:
+            raise ValueError(f"ProductOracle needs a list of two or more oracles, got {oracles!r}")
+        self.oracles = [load_oracle(oracle) for oracle in oracles]
+        lower = [o.name for o in self.oracles if not getattr(o, "higher_is_better", True)]
+        if lower:
+            raise ValueError(
+                f"ProductOracle multiplies answers that are maximised; {lower} are minimised "
+                f"(higher_is_better False): wrap them so that higher is better first"
+            )
+        self.name = name or "*".join(o.name for o in self.oracles)
+
+    def __repr__(self) -> str:
+        return f"ProductOracle({self.oracles!r})"
+
+    def measure(self, designs: Sequence[Any]) -> Measurement:
+        """The product of the factors' values (noise-free product too when a factor is noisy)."""
+        parts = [measure(oracle, designs) for oracle in self.oracles]
+        values = torch.ones(len(designs), dtype=torch.float64)
+        noise_free = torch.ones(len(designs), dtype=torch.float64)
+        for part in parts:
+            values = values * part.values
+            noise_free = noise_free * (part.values if part.noise_free is None else part.noise_free)
+        errors: list[str | None] = [None] * len(designs)
+        for part in parts:
+            if part.errors is not None:
+                errors = [mine or theirs for mine, theirs in zip(errors, part.errors, strict=True)]
+        noisy = any(part.noise_free is not None for part in parts)
+        return Measurement(values, noise_free if noisy else None, errors)
+
+    def __call__(self, designs: Sequence[Any]) -> Tensor:
+        """(N,) float64 products, NaN where any factor is infeasible."""
+        return self.measure(designs).values
+
+
 def _measure_chunk(
     oracle: Oracle, designs: Sequence[Any]
 ) -> tuple[list[float], list[float] | None, list[str | None]]:
