@@ -1,13 +1,22 @@
-"""Write configs/<domain>/<task>/<method>.yaml: the five online methods on one task per sequence
-domain (DNA, RNA, protein), each starting from the shipped prior ``models/<domain>/prior.ckpt``.
+"""Write configs/<domain>/<task>/<method>.yaml: every method on one task per sequence domain (DNA,
+RNA, protein), each starting from the shipped prior ``models/<domain>/prior.ckpt``.
 
 Run from the repository root after changing a shared setting here::
 
     python scripts/make_sequence_configs.py            # write the files
     python scripts/make_sequence_configs.py --check    # exit 1 if a file is not what it writes
 
-The fifteen files differ only in the domain (prior, data, oracle) and the exploration strategy
-(method). The denoiser, schedule and data settings are read from the prior's own
+Methods: the five online methods of the paper (SEIKO-UCB, -Bootstrap, -TS, Greedy, Non-adaptive)
+and its other two families, as in scripts/make_molecule_configs.py: reward-guided sampling
+(``guidance``: the online loop's reward model with the UCB bonus steers the prior's sampler, which
+is never trained) and online PPO (``ppo``, DDPO: every sample it learns from is a paid query, no
+reward model), all at one budget.
+
+The twenty-one files differ only in the domain (prior, data, oracle) and the method. The DNA task
+designs HepG2 enhancers (``target_label``: every chain runs on that cell type's class) in every
+method but ``ppo``: ``mode="ppo"`` does not take a ``target_label`` yet (its update re-scores the
+trajectories without a condition), so DNA PPO samples the prior's null class (unconditional), which
+its config says in a comment. The denoiser, schedule and data settings are read from the prior's own
 ``configs/<domain>/pretrain.yaml``, so a fine-tuning run builds exactly the network the shipped
 weights belong to; the oracles are the YAML blocks of docs/sequences.md (``<!-- dna-oracle -->``,
 ``<!-- rna-oracle -->``) or written here (the kinase HMM). tests/test_sequence_configs.py checks
@@ -108,7 +117,25 @@ def methods(ucb_beta: float) -> dict[str, dict]:
     }
 
 
-METHODS = list(methods(0.0))
+#: The paper's other two families (reward-guided sampling and online PPO), at the same budget.
+PPO = {"samples_per_update": 50, "ppo_epochs": 2, "clip_range": 1.0e-4}
+
+
+def other_methods(ucb_beta: float) -> dict[str, dict]:
+    return {
+        # Reward-guided sampling: the online loop's reward model (with the UCB bonus) steers
+        # sampling; the model itself is never trained.
+        "guidance": {
+            "bonus": {"class_path": "seiko.callbacks.UCBBonus", "init_args": {"beta": ucb_beta}},
+            "queries_per_round": PER_ROUND,
+        },
+        # DDPO: every sample PPO learns from is measured; no reward model.
+        "ppo": PPO,
+    }
+
+
+GUIDANCE_SCALE = 1.0
+METHODS = [*methods(0.0), *other_methods(0.0)]
 MODULES = {
     "dna": "seiko.lightning_modules.biosequences.DNADiffusion",
     "rna": "seiko.lightning_modules.biosequences.RNADiffusion",
@@ -125,37 +152,53 @@ def config(domain: str, method: str) -> dict:
     data["batch_size"] = CHAINS_PER_STEP
     if domain == "dna":
         data["labels"] = DNA_LABELS
-    model = {"mode": "finetune", "pretrained_checkpoint": prior}
-    if spec["target_label"] is not None:
+    mode = {"guidance": "guidance", "ppo": "ppo"}.get(method, "finetune")
+    model = {"mode": mode, "pretrained_checkpoint": prior}
+    # mode="ppo" refuses a target_label (seiko.lightning_modules.labels.check_labels)
+    if spec["target_label"] is not None and mode != "ppo":
         model["target_label"] = spec["target_label"]
+    sampler = {"num_steps": 50, "checkpoint": True}
+    if mode == "finetune":
+        sampler["truncate"] = 10  # acts on the fine-tuning chain (with gradient) only
+    if mode == "guidance":
+        sampler["guidance_scale"] = GUIDANCE_SCALE
     model.update(
         {
             "denoiser": pretrained["denoiser"],
             "kl_weight": KL_WEIGHT,
             "schedule": pretrained["schedule"],
-            "sampler": {"num_steps": 50, "checkpoint": True, "truncate": 10},
+            "sampler": sampler,
             "optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": LR}},
         }
     )
-    exploration = {
-        "oracle": spec["oracle"],
-        "budget": BUDGET,
-        **methods(spec["ucb_beta"])[method],
-        "reward_model": {"architecture": "cnn", "epochs": 100, "patience": 10},
-        "fit_progress": True,
-    }
+    if mode == "ppo":
+        feedback = {
+            "class_path": "seiko.callbacks.OnlinePPO",
+            "init_args": {"oracle": spec["oracle"], "budget": BUDGET, **PPO},
+        }
+        # runs until the budget is spent: BUDGET / samples_per_update updates
+        length = {"max_epochs": 1000, "limit_train_batches": 2 * PPO["ppo_epochs"]}
+    else:
+        exploration = {
+            "oracle": spec["oracle"],
+            "budget": BUDGET,
+            **{**methods(spec["ucb_beta"]), **other_methods(spec["ucb_beta"])}[method],
+            "reward_model": {"architecture": "cnn", "epochs": 100, "patience": 10},
+            "fit_progress": True,
+        }
+        feedback = {"class_path": "seiko.callbacks.OnlineExploration", "init_args": exploration}
+        length = {"max_epochs": ROUNDS, "limit_train_batches": STEPS_PER_ROUND}  # a round an epoch
     return {
         "seed_everything": 0,
         "model": {"class_path": MODULES[domain], "init_args": model},
         "data": {"class_path": "seiko.datamodules.SequenceDataModule", "init_args": data},
         "trainer": {
             "accelerator": "cpu",
-            "max_epochs": ROUNDS,  # one round per epoch
-            "limit_train_batches": STEPS_PER_ROUND,
+            **length,
             "limit_val_batches": 0,
             "default_root_dir": root,
             "callbacks": [
-                {"class_path": "seiko.callbacks.OnlineExploration", "init_args": exploration},
+                feedback,
                 {"class_path": "seiko.callbacks.FeedbackReport"},
                 {
                     "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
@@ -173,8 +216,21 @@ HEADER = (
 )
 
 
+#: The comment under ``mode: ppo`` of a task with a target class (DNA: HepG2).
+NO_TARGET_LABEL = (
+    "    # no target_label: mode=ppo does not take one yet (the PPO update re-scores the\n"
+    "    # trajectories without a condition), so PPO samples the prior's null class\n"
+    "    # (unconditional), unlike this task's other methods, which run on {label}'s class\n"
+)
+
+
 def render(domain: str, method: str) -> str:
     text = yaml.safe_dump(config(domain, method), sort_keys=False, width=100)
+    label = TASKS[domain]["target_label"]
+    if method == "ppo" and label is not None:
+        mode_line = "    mode: ppo\n"
+        assert text.count(mode_line) == 1, text
+        text = text.replace(mode_line, mode_line + NO_TARGET_LABEL.format(label=label))
     labels = " and fix the class order of the prior's labels" if domain == "dna" else ""
     header = HEADER.format(
         domain=domain,

@@ -1,9 +1,9 @@
 """The DNA, RNA and protein configs: generated ones up to date, every one builds with the CLI,
-and the fine-tuning configs build exactly the network of the shipped prior they start from."""
+and the fine-tuning, guidance and PPO configs build exactly the network of the shipped prior they
+start from."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,12 +11,20 @@ import pytest
 import torch
 import yaml
 
+from seiko.callbacks import OnlineExploration, OnlinePPO
 from seiko.cli import build_cli
+
+sys.path.insert(0, str(Path(__file__).parent))
+from online_runs import (  # noqa: E402
+    METHODS,
+    assert_generator_up_to_date,
+    assert_prior_network,
+    expected_mode,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ("dna", "rna", "protein")
 CONFIGS = sorted(p for d in DOMAINS for p in (ROOT / "configs" / d).rglob("*.yaml"))
-METHODS = {"seiko_ucb", "seiko_bootstrap", "seiko_ts", "greedy", "non_adaptive"}
 
 
 def _id(path: Path) -> str:
@@ -24,14 +32,10 @@ def _id(path: Path) -> str:
 
 
 def test_generated_sequence_configs_are_up_to_date():
-    script = ROOT / "scripts" / "make_sequence_configs.py"
-    proc = subprocess.run(
-        [sys.executable, str(script), "--check"], capture_output=True, text=True, check=False
-    )
-    assert proc.returncode == 0, proc.stderr
+    assert_generator_up_to_date("make_sequence_configs.py")
 
 
-def test_every_domain_has_a_pretrain_config_and_five_methods():
+def test_every_domain_has_a_pretrain_config_and_seven_methods():
     for domain in DOMAINS:
         assert (ROOT / "configs" / domain / "pretrain.yaml").is_file()
         tasks = [p for p in (ROOT / "configs" / domain).iterdir() if p.is_dir()]
@@ -56,17 +60,16 @@ def test_sequence_config_builds(config, monkeypatch, tmp_path):
         assert {k: saved[k] for k in denoiser} == denoiser
         assert cli.model.mode == "pretrain"
         return
-    # a fine-tuning config starts from the shipped weights, in the same network
-    assert cli.model.mode == "finetune"
-    state = cli.model.denoiser.state_dict()
-    weights = {
-        k.removeprefix("denoiser."): v
-        for k, v in shipped["state_dict"].items()
-        if k.startswith("denoiser.")
-    }
-    assert state.keys() == weights.keys()
-    for key, value in weights.items():
-        torch.testing.assert_close(state[key], value, msg=key)
+    # a fine-tuning, guidance or PPO config starts from the shipped weights, in the same network
+    method = config.stem
+    assert cli.model.mode == expected_mode(method)
+    assert_prior_network(cli.model.denoiser, prior)
     assert cli.model.labels == shipped["hyper_parameters"]["labels"]
+    feedback = cli.trainer.callbacks[0]
+    assert isinstance(feedback, OnlinePPO if method == "ppo" else OnlineExploration)
+    assert feedback.budget == 256
+    if method == "guidance":
+        assert cli.model.guidance_scale == 1.0
     if domain == "dna":
-        assert cli.model.target_label == "HepG2_ENCLB029COU"
+        # mode="ppo" takes no target_label yet: DNA PPO samples the null class (unconditional)
+        assert cli.model.target_label == (None if method == "ppo" else "HepG2_ENCLB029COU")
