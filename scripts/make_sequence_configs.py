@@ -14,9 +14,8 @@ reward model), all at one budget.
 
 The twenty-one files differ only in the domain (prior, data, oracle) and the method. The DNA task
 designs HepG2 enhancers (``target_label``: every chain runs on that cell type's class) in every
-method but ``ppo``: ``mode="ppo"`` does not take a ``target_label`` yet (its update re-scores the
-trajectories without a condition), so DNA PPO samples the prior's null class (unconditional), which
-its config says in a comment. The denoiser, schedule and data settings are read from the prior's own
+method, PPO included (its trajectories carry the class they were sampled with).
+The denoiser, schedule and data settings are read from the prior's own
 ``configs/<domain>/pretrain.yaml``, so a fine-tuning run builds exactly the network the shipped
 weights belong to; the oracles are the YAML blocks of docs/sequences.md (``<!-- dna-oracle -->``,
 ``<!-- rna-oracle -->``) or written here (the kinase HMM). tests/test_sequence_configs.py checks
@@ -154,8 +153,7 @@ def config(domain: str, method: str) -> dict:
         data["labels"] = DNA_LABELS
     mode = {"guidance": "guidance", "ppo": "ppo"}.get(method, "finetune")
     model = {"mode": mode, "pretrained_checkpoint": prior}
-    # mode="ppo" refuses a target_label (seiko.lightning_modules.labels.check_labels)
-    if spec["target_label"] is not None and mode != "ppo":
+    if spec["target_label"] is not None:
         model["target_label"] = spec["target_label"]
     sampler = {"num_steps": 50, "checkpoint": True}
     if mode == "finetune":
@@ -216,21 +214,8 @@ HEADER = (
 )
 
 
-#: The comment under ``mode: ppo`` of a task with a target class (DNA: HepG2).
-NO_TARGET_LABEL = (
-    "    # no target_label: mode=ppo does not take one yet (the PPO update re-scores the\n"
-    "    # trajectories without a condition), so PPO samples the prior's null class\n"
-    "    # (unconditional), unlike this task's other methods, which run on {label}'s class\n"
-)
-
-
 def render(domain: str, method: str) -> str:
     text = yaml.safe_dump(config(domain, method), sort_keys=False, width=100)
-    label = TASKS[domain]["target_label"]
-    if method == "ppo" and label is not None:
-        mode_line = "    mode: ppo\n"
-        assert text.count(mode_line) == 1, text
-        text = text.replace(mode_line, mode_line + NO_TARGET_LABEL.format(label=label))
     labels = " and fix the class order of the prior's labels" if domain == "dna" else ""
     header = HEADER.format(
         domain=domain,

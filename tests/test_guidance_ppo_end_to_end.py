@@ -60,8 +60,10 @@ def _check_model(task: str, method: str, model) -> None:
             for key, value in model.denoiser.state_dict().items()
         )
     if task == "dna":
-        # mode="ppo" takes no target_label yet (see configs/dna/hepg2_enhancer/ppo.yaml)
-        assert model.target_label == (HEPG2 if method == "guidance" else None)
+        assert model.target_label == HEPG2
+        if method == "ppo":  # PPO's trajectories run on (and are re-scored under) HepG2's class
+            cond = model.sample_trajectories(2, generator=torch.Generator().manual_seed(0))["cond"]
+            assert torch.equal(cond, model.label_ids([HEPG2] * 2))
 
 
 def _check_schedule(method: str, rows) -> None:

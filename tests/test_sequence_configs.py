@@ -71,5 +71,4 @@ def test_sequence_config_builds(config, monkeypatch, tmp_path):
     if method == "guidance":
         assert cli.model.guidance_scale == 1.0
     if domain == "dna":
-        # mode="ppo" takes no target_label yet: DNA PPO samples the null class (unconditional)
-        assert cli.model.target_label == (None if method == "ppo" else "HepG2_ENCLB029COU")
+        assert cli.model.target_label == "HepG2_ENCLB029COU"

@@ -49,6 +49,35 @@ def test_log_prob_carries_gradient_and_the_kl_to_a_reference():
     assert (kls > 0).all() and kls.requires_grad
 
 
+def test_checkpointed_log_prob_keeps_values_and_gradients_and_recomputes_each_step():
+    import dataclasses
+
+    torch.manual_seed(0)
+    sampler = GaussianSampler(NoiseSchedule.create(num_train_timesteps=100), num_steps=4)
+    net = VectorDenoiser(3, width=8, n_layers=1)
+    torch.nn.init.normal_(net.output.weight, std=0.1)
+    out = sampler(net, torch.randn(2, 3), return_trajectory=True)
+    grads, values = [], []
+    for checkpoint in (False, True):
+        net.zero_grad(set_to_none=True)
+        chain = dataclasses.replace(sampler, checkpoint=checkpoint)
+        calls: list[bool] = []
+        hook = net.register_forward_pre_hook(
+            lambda *args, calls=calls: calls.append(torch.is_grad_enabled())
+        )
+        log_probs, _ = chain.log_prob(net, out.trajectory)
+        log_probs.sum().backward()
+        hook.remove()
+        values.append(log_probs.detach())
+        grads.append([p.grad.clone() for p in net.parameters()])
+        # one call per stochastic step; checkpointed, each is recomputed in the backward pass
+        steps = len(chain.stochastic_steps())
+        assert steps == 3 and calls == [True] * (2 * steps if checkpoint else steps)
+    torch.testing.assert_close(values[0], values[1], rtol=0, atol=0)
+    for plain, checkpointed in zip(*grads, strict=True):
+        torch.testing.assert_close(plain, checkpointed, rtol=1e-6, atol=1e-7)
+
+
 def test_clipped_loss_equals_the_hand_computed_value():
     log_probs = torch.tensor([[0.00, -0.3], [-0.2, 0.01]], requires_grad=True)
     old = torch.zeros(2, 2)

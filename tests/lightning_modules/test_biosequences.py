@@ -127,10 +127,23 @@ def test_conditioning_arguments_are_checked():
         tiny(DNADiffusion, DNA, 8, num_classes=3, labels=["a", "b"])
     with pytest.raises(ValueError, match=r"target_label 'c' is not one of labels"):
         tiny(DNADiffusion, DNA, 8, num_classes=2, labels=["a", "b"], target_label="c")
-    with pytest.raises(ValueError, match="mode='ppo'"):
-        tiny(DNADiffusion, DNA, 8, num_classes=2, labels=["a", "b"], target_label="a", mode="ppo")
     with pytest.raises(ValueError, match="unconditional"):
         tiny(DNADiffusion, DNA, 8).label_ids(["a"])
+
+
+def test_ppo_trajectories_run_on_the_target_class_and_are_rescored_under_it():
+    model = tiny(
+        DNADiffusion, DNA, 8, num_classes=2, labels=["a", "b"], target_label="b", mode="ppo"
+    )
+    batch = model.sample_trajectories(3, generator=torch.Generator().manual_seed(0))
+    assert batch["cond"].tolist() == [1, 1, 1]
+    # the sampling model's own log-probabilities are recovered only under the class it used
+    same, _ = model.sampler.log_prob(model.denoiser, batch["trajectory"], cond=batch["cond"])
+    torch.testing.assert_close(same, batch["log_probs"])
+    other, _ = model.sampler.log_prob(
+        model.denoiser, batch["trajectory"], cond=torch.zeros_like(batch["cond"])
+    )
+    assert not torch.allclose(other, batch["log_probs"])
 
 
 def test_pretraining_on_labelled_dhs_and_the_checkpoint_keeps_the_labels(

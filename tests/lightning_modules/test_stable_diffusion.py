@@ -15,6 +15,7 @@ import string
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -404,8 +405,10 @@ def test_generate_gives_one_image_per_prompt(pipeline):
     assert [image.tobytes() for image in again] == [image.tobytes() for image in images]
     other = module.generate(["cat", "dog", "cat"], generator=torch.Generator().manual_seed(1))
     assert other[0].tobytes() != images[0].tobytes()
-    with pytest.raises(ValueError, match=r"cond must be \(n=2, L, D\)"):
-        module.sample(2)
+    with pytest.raises(ValueError, match=r"cond must be \(n=2, L, D\) prompt embeddings"):
+        module.sample(2, cond=module.encode_prompts(["cat"]))
+    with pytest.raises(RuntimeError, match="draws prompts, and there are none: set prompt_file"):
+        module.sample(2)  # no prompt file, no datamodule
 
 
 def test_reward_reads_decoded_pixels_with_gradient(pipeline):
@@ -514,44 +517,12 @@ def _fit_cli(config: str, tmp_path: Path, *extra: str) -> None:
     )
 
 
-@pytest.mark.parametrize("config", ["sd_aesthetic.yaml"])
+@pytest.mark.parametrize("config", ["sd_aesthetic.yaml", "sd_compressibility.yaml"])
 def test_configs_fail_at_fit_naming_the_missing_weights(config, tmp_path, monkeypatch):
     monkeypatch.chdir(CONFIGS.parents[1])
     missing = tmp_path / "no-sd-here"
     with pytest.raises(FileNotFoundError, match=rf"pretrained_path '{missing}' does not exist"):
         _fit_cli(config, tmp_path, "--model.init_args.pretrained_path", str(missing))
-
-
-def test_the_online_loop_is_refused_before_any_query(pipeline, tmp_path, monkeypatch):
-    import yaml
-
-    monkeypatch.chdir(CONFIGS.parents[1])
-    # the aesthetic config driven by the online loop with the JPEG oracle (DDPO's task)
-    config = yaml.safe_load((CONFIGS / "sd_aesthetic.yaml").read_text())
-    config["model"]["init_args"].pop("reward", None)
-    config["trainer"]["callbacks"] = [
-        {
-            "class_path": "seiko.callbacks.OnlineExploration",
-            "init_args": {
-                "oracle": {"class_path": "seiko.oracles.images.JPEGCompressibility"},
-                "budget": 8,
-                "queries_per_round": [4, 4],
-            },
-        }
-    ]
-    online = tmp_path / "sd_online.yaml"
-    online.write_text(yaml.safe_dump(config))
-    with pytest.raises(NotImplementedError, match="OnlineExploration cannot drive a StableDiff"):
-        _fit_cli(
-            str(online),
-            tmp_path,
-            "--model.init_args.pretrained_path",
-            str(pipeline),
-        )
-    from seiko.oracles.store import FeedbackStore
-
-    store = FeedbackStore(str(tmp_path / "feedback.sqlite"))  # made by the callback's setup
-    assert len(store) == 0 and store.spent() == 0  # refused before any design was measured
 
 
 def _tiny_aesthetic_files(root: Path) -> tuple[Path, Path]:
@@ -631,3 +602,402 @@ def test_aesthetic_config_takes_a_fine_tuning_step(pipeline, tmp_path, monkeypat
     assert isinstance(reloaded.reward, AestheticScorer) and reloaded.sampler.num_steps == 2
     theirs = dict(reloaded.named_parameters())
     assert all(torch.equal(theirs[name], p) for name, p in lora_params(module).items())
+
+
+# ---------------------------------------------------------------------------- the online loop
+def _prompt_file(tmp_path: Path) -> Path:
+    path = tmp_path / "prompts.txt"
+    path.write_text("# three prompts\ncat\na dog\ndog cat\n")
+    return path
+
+
+def _latent_module(pipeline: Path, tmp_path: Path, **kwargs) -> StableDiffusion:
+    kwargs.setdefault("sampler", SamplerConfig(num_steps=2, eta=1.0))
+    return make_module(pipeline, reward_space="latents", **kwargs)
+
+
+def test_sample_without_cond_draws_prompts_reproducibly_from_the_generator(pipeline, tmp_path):
+    prompts = _prompt_file(tmp_path)
+    module = _latent_module(pipeline, tmp_path, prompt_file=str(prompts))
+    assert module.sampling_prompts() == ["cat", "a dog", "dog cat"]
+
+    def generator(seed: int) -> torch.Generator:
+        return torch.Generator().manual_seed(seed)
+
+    drawn = module.draw_prompts(12, generator(0))
+    assert drawn == module.draw_prompts(12, generator(0))
+    assert drawn != module.draw_prompts(12, generator(1))
+    assert set(drawn) == {"cat", "a dog", "dog cat"}  # uniform with replacement: all drawn
+    x = module.sample(3, batch_size=2, generator=generator(0))
+    assert x.shape == (3, 4, 8, 8) and torch.isfinite(x).all()
+    assert torch.equal(x, module.sample(3, batch_size=2, generator=generator(0)))
+    assert not torch.allclose(x, module.sample(3, batch_size=2, generator=generator(1)))
+    # the prompts come first from the generator, then the chains run on their embeddings
+    g = generator(0)
+    chosen = module.draw_prompts(3, g)
+    explicit = torch.cat(
+        [
+            module.sample(2, module.encode_prompts(chosen[:2]), generator=g),
+            module.sample(1, module.encode_prompts(chosen[2:]), generator=g),
+        ]
+    )
+    assert torch.equal(x, explicit)
+
+
+def test_prompt_file_and_other_datamodule_prompts_are_refused_at_fit(pipeline, tmp_path):
+    prompts = _prompt_file(tmp_path)
+    other = tmp_path / "other.txt"
+    other.write_text("cat\n")
+    module = _latent_module(pipeline, tmp_path, prompt_file=str(prompts), reward=MeanBrightness)
+    trainer = L.Trainer(accelerator="cpu", fast_dev_run=1, logger=False, enable_progress_bar=False)
+    with pytest.raises(ValueError, match=r"prompt_file .* \(3 prompts\) and the datamodule's"):
+        trainer.fit(module, PromptDataModule(str(other), batch_size=1, samples_per_epoch=1))
+
+
+def test_design_keys_hold_the_images_and_encode_takes_keys_images_and_pixels(pipeline, tmp_path):
+    from PIL import Image
+
+    from seiko.lightning_modules.images import PNG_KEY_PREFIX, image_from_key
+
+    module = _latent_module(pipeline, tmp_path, prompt_file=str(_prompt_file(tmp_path)))
+    z = module.sample(3, generator=torch.Generator().manual_seed(0))
+    images = module.decode(z)
+    assert module.image_size == 16 and [im.size for im in images] == [(16, 16)] * 3
+    keys = [module.design_key(image) for image in images]
+    assert all(key.startswith(PNG_KEY_PREFIX) for key in keys) and len(set(keys)) == 3
+    assert [image_from_key(k).tobytes() for k in keys] == [im.tobytes() for im in images]
+    assert module.design_key(None) == ""
+
+    latents = module.encode(keys)
+    assert latents.shape == (3, 4, 8, 8) and latents.device.type == "cpu"
+    # the VAE's posterior mean, scaled as decode_pixels unscales it
+    pixels = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in images])
+    pixels = pixels.float()
+    with torch.no_grad():
+        mean = module.vae.encode(pixels / 255 * 2 - 1).latent_dist.mean
+    torch.testing.assert_close(latents, mean * module.scaling_factor, rtol=1e-5, atol=1e-6)
+    uint8 = pixels.to(torch.uint8)
+    for same in (images, list(uint8), list(uint8.float() / 255), keys[:1] + images[1:]):
+        torch.testing.assert_close(module.encode(same, batch_size=2), latents, rtol=1e-5, atol=1e-6)
+    assert module.encode([]).shape == (0, 4, 8, 8)
+
+    # encode(decode(z)) is not z: the tiny VAE has random weights (measured, not bounded here)
+    error = (latents - z).norm() / z.norm()
+    assert torch.isfinite(error) and error > 0
+
+    bad = [
+        ("", r"design 0: '' is not an image key"),
+        (PNG_KEY_PREFIX + "bm90IGEgcG5n", r"design 0: image key .* does not hold a PNG"),
+        (Image.new("RGB", (8, 8)), r"design 0 is a 8x8 image; the model makes 16x16"),
+        (torch.zeros(3, 8, 8), r"design 0 is a tensor of shape \(3, 8, 8\); .* \(3, 16, 16\)"),
+        (torch.zeros(3, 16, 16, dtype=torch.long), "design 0 has dtype torch.int64"),
+        (torch.full((3, 16, 16), float("nan")), "design 0 has NaN or infinite pixels"),
+        (3, "design 0 is a int; expected a PIL image, an image key"),
+    ]
+    for design, message in bad:
+        with pytest.raises(ValueError, match=message):
+            module.encode([design])
+    with pytest.raises(ValueError, match="design 2 is a NoneType"):
+        module.encode(keys[:2] + [None])
+
+
+def test_decode_gives_none_for_a_non_finite_sample(pipeline):
+    module = make_module(pipeline)
+    x = torch.randn(2, 4, 8, 8)
+    x[1, 0, 0, 0] = float("nan")
+    first, second = module.decode(x)
+    assert first is not None and first.size == (16, 16) and second is None
+    assert module.design_key(second) == ""
+
+
+def test_a_latent_reward_reads_x0_itself_and_trains_the_adapters(pipeline, tmp_path):
+    module = _latent_module(pipeline, tmp_path, reward=MeanBrightness)  # mean latent value
+    x0 = torch.randn(2, 4, 8, 8)
+    assert module.reward_input(x0) is x0
+    module.snapshot_reference()
+    terms = module.finetune_loss(2, module.encode_prompts(["cat", "dog"]))
+    terms["loss"].backward()
+    assert torch.isfinite(terms["loss"])
+    grads = [p.grad for p in lora_params(module).values()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    assert all(p.grad is None for p in module.vae.parameters())
+
+
+class CountingJPEG:
+    """DDPO's compressibility oracle, recording every image it is asked to measure."""
+
+    name = "jpeg_compressibility"
+    higher_is_better = True
+
+    def __init__(self) -> None:
+        from seiko.oracles.images import JPEGCompressibility
+
+        self.oracle = JPEGCompressibility()
+        self.measured: list = []
+
+    def measure(self, designs):
+        self.measured += list(designs)
+        return self.oracle.measure(designs)
+
+    def __call__(self, designs):
+        return self.measure(designs).values
+
+
+def _online(oracle, store: Path, **kwargs):
+    from seiko.callbacks import OnlineExploration, UCBBonus
+
+    kwargs.setdefault("queries_per_round", [8, 8])
+    return OnlineExploration(
+        oracle,
+        budget=kwargs.pop("budget", 16),
+        bonus=UCBBonus(beta=1.0),
+        reward_model={"epochs": 3, "batch_size": 8, "channels": 4, "hidden": 8},
+        reference="pretrained",
+        store_path=str(store),
+        sample_batch_size=4,
+        **kwargs,
+    )
+
+
+def _online_trainer(tmp_path: Path, max_epochs: int, callbacks: list) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        max_epochs=max_epochs,
+        limit_train_batches=1,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=any(isinstance(c, L.pytorch.callbacks.Checkpoint) for c in callbacks),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+
+
+def test_online_exploration_with_jpeg_compressibility_end_to_end(pipeline, tmp_path, monkeypatch):
+    import seiko.callbacks.exploration as exploration_module
+    from seiko.callbacks import UCBReward
+    from seiko.lightning_modules.images import PNG_KEY_PREFIX, image_from_key
+    from seiko.oracles.images import JPEGCompressibility
+    from seiko.oracles.store import FeedbackStore
+
+    fitted: list[torch.Tensor] = []  # what the reward model is fitted on, each round
+    fit = exploration_module.fit_ensemble
+    monkeypatch.setattr(
+        exploration_module,
+        "fit_ensemble",
+        lambda ensemble, x, y, **kw: fitted.append(x.clone()) or fit(ensemble, x, y, **kw),
+    )
+    module = _latent_module(pipeline, tmp_path, kl_weight=0.1)  # prompts from the datamodule
+    before = {name: p.detach().clone() for name, p in module.named_parameters()}
+    oracle = CountingJPEG()
+    exploration = _online(oracle, tmp_path / "feedback.sqlite")
+    trainer = _online_trainer(tmp_path, max_epochs=2, callbacks=[exploration])
+    data = PromptDataModule(str(_prompt_file(tmp_path)), batch_size=2, samples_per_epoch=2)
+    trainer.fit(module, data)
+
+    store = FeedbackStore(tmp_path / "feedback.sqlite")
+    keys, values = store.designs_and_values()
+    assert store.spent() == 16 and store.rounds() == [0, 1] and len(set(keys)) == 16
+    assert len(oracle.measured) == 16  # the budget, each design paid once
+    assert all(key.startswith(PNG_KEY_PREFIX) for key in keys)
+    images = [image_from_key(key) for key in keys]
+    assert all(image.size == (16, 16) and image.mode == "RGB" for image in images)
+    # real oracle rows: minus the JPEG size in kB of exactly the stored images
+    torch.testing.assert_close(values, JPEGCompressibility()(images), rtol=0, atol=0)
+    assert (values < 0).all()
+    assert [x.shape for x in fitted] == [(8, 4, 8, 8), (16, 4, 8, 8)]
+    # the reward model is fitted on the VAE latents of the stored images, in store order
+    torch.testing.assert_close(fitted[-1], module.encode(keys), rtol=0, atol=0)
+    assert exploration.ensemble.input_shape == (4, 8, 8)
+    assert isinstance(module.reward, UCBReward)
+    assert module.reward(module.encode(keys)).shape == (16,)
+    assert torch.isfinite(trainer.callback_metrics["train/reward"])
+    changed = {n for n, p in module.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and changed <= set(lora_params(module))  # adapters moved, base untouched
+    assert any(".lora_B." in name for name in changed)
+
+
+class CrashAtEpoch(L.Callback):
+    """Fails at the start of ``epoch`` (after the callbacks before it in the list ran)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("killed after the oracle answered")
+
+
+def test_resuming_from_a_checkpoint_pays_no_query_twice(pipeline, tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from seiko.oracles.store import FeedbackStore
+
+    data = PromptDataModule(str(_prompt_file(tmp_path)), batch_size=2, samples_per_epoch=2)
+    store_path = tmp_path / "feedback.sqlite"
+    checkpoints = tmp_path / "checkpoints"
+    # run 1: round 0 trained and checkpointed; round 1 paid, then the run dies before training
+    first = CountingJPEG()
+    run = _online_trainer(
+        tmp_path,
+        max_epochs=3,
+        callbacks=[
+            _online(first, store_path, budget=24, queries_per_round=[8, 8, 8]),
+            CrashAtEpoch(1),
+            ModelCheckpoint(dirpath=checkpoints, save_last=True),
+        ],
+    )
+    with pytest.raises(RuntimeError, match="killed after the oracle answered"):
+        run.fit(_latent_module(pipeline, tmp_path), data)
+    assert len(first.measured) == 16
+    assert FeedbackStore(store_path).rounds() == [0, 1]
+
+    # run 2 resumes from the checkpoint of round 0: round 1 is re-entered and costs nothing
+    second = CountingJPEG()
+    module = _latent_module(pipeline, tmp_path)
+    exploration = _online(second, store_path, budget=24, queries_per_round=[8, 8, 8])
+    resumed = _online_trainer(tmp_path, max_epochs=3, callbacks=[exploration])
+    resumed.fit(module, data, ckpt_path=str(checkpoints / "last.ckpt"))
+    store = FeedbackStore(store_path)
+    keys, _ = store.designs_and_values()
+    assert len(second.measured) == 8  # round 2 only
+    assert store.spent() == 24 and store.rounds() == [0, 1, 2] and len(set(keys)) == 24
+    assert [h["round"] for h in exploration.history] == [0.0, 1.0, 2.0]  # round 0 restored
+    assert set(exploration.history[1]) >= {"reward_model/val_spearman"}  # refitted, not re-paid
+    assert "feedback/draws" not in exploration.history[1]  # no sampling for round 1's queries
+
+
+def test_the_online_loop_refuses_a_pixel_reward_before_any_query(pipeline, tmp_path, monkeypatch):
+    import yaml
+
+    from seiko.oracles.store import FeedbackStore
+
+    monkeypatch.chdir(CONFIGS.parents[1])
+    config = yaml.safe_load((CONFIGS / "sd_compressibility.yaml").read_text())
+    config["model"]["init_args"]["reward_space"] = "pixels"
+    config["trainer"]["callbacks"][-1]["init_args"]["dirpath"] = str(tmp_path / "checkpoints")
+    pixels = tmp_path / "sd_pixels.yaml"
+    pixels.write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match="OnlineExploration fits its reward model on encode"):
+        _fit_cli(str(pixels), tmp_path, "--model.init_args.pretrained_path", str(pipeline))
+    store = FeedbackStore(str(tmp_path / "feedback.sqlite"))  # made by the callback's setup
+    assert len(store) == 0 and store.spent() == 0
+
+
+def test_the_online_loop_refuses_the_previous_reference_with_lora(pipeline, tmp_path):
+    from seiko.oracles.store import FeedbackStore
+
+    exploration = _online(CountingJPEG(), tmp_path / "feedback.sqlite")
+    exploration.reference = "previous"
+    trainer = _online_trainer(tmp_path, max_epochs=1, callbacks=[exploration])
+    data = PromptDataModule(str(_prompt_file(tmp_path)), batch_size=2, samples_per_epoch=2)
+    with pytest.raises(ValueError, match="reference='previous'.*set the callback's reference="):
+        trainer.fit(_latent_module(pipeline, tmp_path), data)
+    assert FeedbackStore(tmp_path / "feedback.sqlite").spent() == 0
+
+
+def test_compressibility_config_runs_two_rounds_on_the_tiny_pipeline(pipeline, tmp_path):
+    import yaml
+
+    from seiko.cli import build_cli
+    from seiko.oracles.store import FeedbackStore
+
+    config = yaml.safe_load((CONFIGS / "sd_compressibility.yaml").read_text())
+    online = config["trainer"]["callbacks"][0]["init_args"]
+    online.update(budget=8, queries_per_round=[4, 4], sample_batch_size=4)
+    online["reward_model"].update(epochs=2, batch_size=4)
+    config["trainer"]["callbacks"][-1]["init_args"]["dirpath"] = str(tmp_path / "checkpoints")
+    prompts = CONFIGS.parents[1] / "data" / "prompts"
+    config["data"]["init_args"]["train_file"] = str(prompts / "simple_animals.txt")
+    config["data"]["init_args"]["predict_file"] = str(prompts / "eval_simple_animals.txt")
+    small = tmp_path / "sd_small.yaml"
+    small.write_text(yaml.safe_dump(config))
+    cli = build_cli(
+        [
+            "--config",
+            str(small),
+            "--model.init_args.pretrained_path",
+            str(pipeline),
+            "--model.init_args.sampler.num_steps",
+            "2",
+            "--model.init_args.sampler.truncate",
+            "2",
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.precision",
+            "32-true",
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.limit_train_batches",
+            "1",
+            "--trainer.accumulate_grad_batches",
+            "1",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+        ],
+        run=False,
+    )
+    assert not cli.model.loaded and cli.model.reward_space == "latents"
+    cli.trainer.fit(cli.model, cli.datamodule)
+    store = FeedbackStore(tmp_path / "feedback.sqlite")
+    assert store.spent() == 8 and store.rounds() == [0, 1]
+    assert store.oracles() == ["jpeg_compressibility"]
+    assert torch.isfinite(cli.trainer.callback_metrics["train/reward"])
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_online_ppo_rescores_each_chain_with_the_prompts_it_was_sampled_with(pipeline, tmp_path):
+    from seiko.callbacks import OnlinePPO
+    from seiko.oracles.store import FeedbackStore
+
+    class CheckRescoring(L.Callback):
+        """Right after OnlinePPO sampled an update: its log-probs recomputed with the batch's
+        cond are the sampling model's; with the prompts shuffled between chains they are not."""
+
+        def __init__(self) -> None:
+            self.checked = 0
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            ppo = pl_module.ppo_batch
+            if trainer.global_step % 2 or ppo is None:
+                return
+            with torch.no_grad():
+                log_probs, _ = pl_module.sampler.log_prob(
+                    pl_module.denoiser, ppo["trajectory"], cond=ppo["cond"]
+                )
+                swapped, _ = pl_module.sampler.log_prob(
+                    pl_module.denoiser, ppo["trajectory"], cond=ppo["cond"].roll(1, 0)
+                )
+            assert ppo["cond"].shape == (4, MAX_LENGTH, 16)
+            torch.testing.assert_close(log_probs, ppo["old_log_probs"], rtol=1e-5, atol=1e-4)
+            assert (swapped - ppo["old_log_probs"]).abs().max() > 1e-3
+            self.checked += 1
+
+    module = make_module(
+        pipeline,
+        mode="ppo",
+        kl_weight=0.1,
+        prompt_file=str(_prompt_file(tmp_path)),
+        sampler=SamplerConfig(num_steps=2, eta=1.0),
+    )
+    before = {name: p.detach().clone() for name, p in module.named_parameters()}
+    oracle = CountingJPEG()
+    check = CheckRescoring()
+    ppo = OnlinePPO(oracle, budget=8, samples_per_update=4, ppo_epochs=2, clip_range=0.2)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=4,
+        callbacks=[ppo, check],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, PromptDataModule(str(_prompt_file(tmp_path)), batch_size=1))
+    assert check.checked == 2  # two updates of 4 chains, two optimizer steps each
+    store = FeedbackStore(tmp_path / "feedback.sqlite")
+    assert store.spent() == 8 == len(oracle.measured) and store.rounds() == [0, 1]
+    changed = {n for n, p in module.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and changed <= set(lora_params(module))

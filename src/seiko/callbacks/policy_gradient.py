@@ -149,6 +149,9 @@ class OnlinePPO(Callback):
                 "old_log_probs": batch_out["log_probs"],
                 "advantages": advantages.to(pl_module.device),
                 "clip_range": self.clip_range,
+                # the chains' own conditioning (e.g. Stable Diffusion's drawn prompts), so the
+                # log-probs are recomputed for the prompts each chain was sampled with
+                "cond": batch_out.get("cond"),
             }
         else:
             pl_module.ppo_batch = None

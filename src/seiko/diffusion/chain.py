@@ -283,7 +283,10 @@ class GaussianSampler:
         log p(x_{i+1} | x_i) = log N(x_{i+1}; mu_theta(x_i), sigma_i^2 I), summed over data
         dimensions (DDPO, Black et al. 2024, eq. 4), with autograd on if it is on here: the policy
         gradient of online PPO. With ``reference``, also each step's exact KL to it (at the same
-        x_i, ``kl_reduction`` as the chain's; the reference is evaluated without gradient).
+        x_i, ``kl_reduction`` as the chain's; the reference is evaluated without gradient). With
+        ``checkpoint`` and autograd on, each step's denoiser call is checkpointed, as in the
+        chain: memory flat in the number of steps (a 50-step Stable Diffusion trajectory would
+        otherwise hold 50 UNets' activations until the backward pass).
 
         Args:
             trajectory: x_T, ..., x0 as returned with ``return_trajectory=True`` (S + 1 tensors).
@@ -307,7 +310,11 @@ class GaussianSampler:
         for i in steps:
             coef, x = self.coefficients[i], trajectory[i]
             t = torch.full((x.shape[0],), coef.t, device=x.device, dtype=torch.long)
-            mean = step_mean(self.schedule, coef, denoiser(x, t, cond), x)
+            if self.checkpoint and torch.is_grad_enabled():
+                prediction = activation_checkpoint(denoiser, x, t, cond, use_reentrant=False)
+            else:
+                prediction = denoiser(x, t, cond)
+            mean = step_mean(self.schedule, coef, prediction, x)
             log_probs.append(gaussian_log_prob(trajectory[i + 1], mean, coef.std))
             if reference is None:
                 kls.append(torch.zeros_like(log_probs[-1]))

@@ -275,8 +275,10 @@ class DiffusionModule(L.LightningModule):
     def sample_trajectories(
         self, n: int, cond: Tensor | None = None, generator: torch.Generator | None = None
     ) -> dict[str, Any]:
-        """n trajectories of the current model for PPO: {"x0", "trajectory", "log_probs"}, the
-        log-probabilities (stochastic steps, n) those of the sampling model (no gradient)."""
+        """n trajectories of the current model for PPO: {"x0", "trajectory", "log_probs",
+        "cond"}, the log-probabilities (stochastic steps, n) those of the sampling model (no
+        gradient), "cond" the conditioning they were sampled with (the PPO loss re-scores them
+        with it)."""
         was_training = self.training
         self.eval()
         try:
@@ -287,16 +289,17 @@ class DiffusionModule(L.LightningModule):
             log_probs, _ = self.sampler.log_prob(self.denoiser, out.trajectory, cond=cond)
         finally:
             self.train(was_training)
-        return {"x0": out.x0, "trajectory": out.trajectory, "log_probs": log_probs}
+        return {"x0": out.x0, "trajectory": out.trajectory, "log_probs": log_probs, "cond": cond}
 
     def ppo_step(self) -> Tensor | None:
-        """The clipped PPO loss (+ kl_weight * per-step KL to the reference) on ``ppo_batch``."""
+        """The clipped PPO loss (+ kl_weight * per-step KL to the reference) on ``ppo_batch``
+        (its "cond", if any, is the conditioning the trajectories were sampled with)."""
         batch = getattr(self, "ppo_batch", None)
         if batch is None:
             return None  # nothing sampled for this step (budget spent, or a resumed update)
         reference = self.reference if self.kl_weight > 0 else None
         log_probs, kls = self.sampler.log_prob(
-            self.denoiser, batch["trajectory"], reference=reference
+            self.denoiser, batch["trajectory"], cond=batch.get("cond"), reference=reference
         )
         loss, info = ppo_loss(
             log_probs, batch["old_log_probs"], batch["advantages"], batch["clip_range"]

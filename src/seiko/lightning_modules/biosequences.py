@@ -78,7 +78,7 @@ class _AlphabetDiffusion(ClassLabels, SequenceDiffusion):
     ) -> None:
         owner = type(self).__name__
         _check_vocabulary(owner, self.alphabet, vocabulary, pad_symbol)
-        check_labels(owner, denoiser, labels, target_label, mode)
+        check_labels(owner, denoiser, labels, target_label)
         super().__init__(
             denoiser,
             vocabulary=vocabulary,

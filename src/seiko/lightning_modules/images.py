@@ -70,6 +70,43 @@ def image_from_key(key: str) -> Image.Image:
     return image
 
 
+def design_pixels(n: int, design: Any, shape: tuple[int, int, int], mode: str) -> Tensor:
+    """Design ``n`` (an image key, a PIL image or a (C, H, W) tensor) as a CPU tensor of ``shape``:
+    uint8 pixels for a key, an image or a uint8 tensor; a floating tensor as given (detached).
+
+    Raises:
+        ValueError: naming ``n`` and what was expected: an unreadable key, an image of another
+            size, a tensor of another shape or dtype, or another type.
+    """
+    channels, height, width = shape
+    if isinstance(design, str):
+        try:
+            design = image_from_key(design)
+        except ValueError as error:
+            raise ValueError(f"design {n}: {error}") from None
+    if isinstance(design, Image.Image):
+        if design.size != (width, height):
+            raise ValueError(
+                f"design {n} is a {design.size[0]}x{design.size[1]} image; the model makes "
+                f"{width}x{height} images"
+            )
+        array = torch.frombuffer(bytearray(design.convert(mode).tobytes()), dtype=torch.uint8)
+        return array.view(height, width, channels).permute(2, 0, 1)
+    if isinstance(design, Tensor):
+        if tuple(design.shape) != tuple(shape):
+            raise ValueError(
+                f"design {n} is a tensor of shape {tuple(design.shape)}; the model takes "
+                f"{tuple(shape)}"
+            )
+        if design.dtype != torch.uint8 and not design.is_floating_point():
+            raise ValueError(f"design {n} has dtype {design.dtype}; expected uint8 or float")
+        return design.detach().cpu()
+    raise ValueError(
+        f"design {n} is a {type(design).__name__}; expected a PIL image, an image key "
+        f"(design_key) or a {tuple(shape)} tensor"
+    )
+
+
 # ---------------------------------------------------------------------- the denoiser
 class UNetDenoiser(nn.Module):
     """A diffusers ``UNet2DModel`` behind seiko's denoiser signature ``(x_t, t, cond=None)``.
@@ -206,7 +243,7 @@ class ImageDiffusion(ClassLabels, DiffusionModule):
                 f"ImageDiffusion needs a denoiser with an image_shape (C, H, W), C in (1, 3), such "
                 f"as UNetDenoiser; {type(denoiser).__name__} has image_shape={shape}"
             )
-        check_labels("ImageDiffusion", denoiser, labels, target_label, mode)
+        check_labels("ImageDiffusion", denoiser, labels, target_label)
         super().__init__(
             denoiser,
             data_shape=tuple(int(d) for d in shape),
@@ -253,37 +290,10 @@ class ImageDiffusion(ClassLabels, DiffusionModule):
         return torch.stack(rows) if rows else torch.empty(0, *self.data_shape)
 
     def _model_space(self, n: int, design: Any) -> Tensor:
-        channels, height, width = self.data_shape
-        if isinstance(design, str):
-            try:
-                design = image_from_key(design)
-            except ValueError as error:
-                raise ValueError(f"design {n}: {error}") from None
-        if isinstance(design, Image.Image):
-            if design.size != (width, height):
-                raise ValueError(
-                    f"design {n} is a {design.size[0]}x{design.size[1]} image; the model makes "
-                    f"{width}x{height} images"
-                )
-            array = torch.frombuffer(
-                bytearray(design.convert(self.image_mode).tobytes()), dtype=torch.uint8
-            )
-            return array.view(height, width, channels).permute(2, 0, 1).float() / 127.5 - 1.0
-        if isinstance(design, Tensor):
-            if tuple(design.shape) != self.data_shape:
-                raise ValueError(
-                    f"design {n} is a tensor of shape {tuple(design.shape)}; the model takes "
-                    f"{self.data_shape}"
-                )
-            if design.dtype == torch.uint8:
-                return design.cpu().float() / 127.5 - 1.0
-            if not design.is_floating_point():
-                raise ValueError(f"design {n} has dtype {design.dtype}; expected uint8 or float")
-            return design.detach().float().cpu()
-        raise ValueError(
-            f"design {n} is a {type(design).__name__}; expected a PIL image, an image key or a "
-            "(C, H, W) tensor"
-        )
+        pixels = design_pixels(n, design, self.data_shape, self.image_mode)
+        if pixels.dtype == torch.uint8:
+            return pixels.float() / 127.5 - 1.0
+        return pixels.float()
 
     def finetune_loss(self, n: int, cond: Tensor | None = None) -> dict[str, Tensor]:
         """The fine-tuning objective on n chains of what ``sample()`` draws: ``target_label``'s
@@ -304,4 +314,11 @@ class ImageDiffusion(ClassLabels, DiffusionModule):
         super().on_fit_start()
 
 
-__all__ = ["PNG_KEY_PREFIX", "ImageDiffusion", "UNetDenoiser", "image_from_key", "image_key"]
+__all__ = [
+    "PNG_KEY_PREFIX",
+    "ImageDiffusion",
+    "UNetDenoiser",
+    "design_pixels",
+    "image_from_key",
+    "image_key",
+]

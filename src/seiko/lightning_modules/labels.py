@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 
 def check_labels(
-    owner: str, denoiser: nn.Module, labels: list[str] | None, target_label: str | None, mode: str
+    owner: str, denoiser: nn.Module, labels: list[str] | None, target_label: str | None
 ) -> None:
     """Raise a ValueError unless labels, the denoiser's classes and target_label agree."""
     if labels is not None and (not labels or len(set(labels)) != len(labels)):
@@ -27,11 +27,8 @@ def check_labels(
             f"{owner}: the denoiser has num_classes={classes} but labels={labels}; a "
             "conditional denoiser needs one class per label (the CLI links both from the data)"
         )
-    if target_label is not None:
-        if labels is None or target_label not in labels:
-            raise ValueError(f"target_label {target_label!r} is not one of labels {labels}")
-        if mode == "ppo":  # the PPO update re-scores trajectories without a condition
-            raise ValueError("target_label does not work with mode='ppo' yet")
+    if target_label is not None and (labels is None or target_label not in labels):
+        raise ValueError(f"target_label {target_label!r} is not one of labels {labels}")
 
 
 class ClassLabels:

@@ -16,10 +16,57 @@ per-step gradient checkpointing, truncated backprop, the exact per-step KL): x i
 guidance: eps = eps(x, t, "") + w (eps(x, t, prompt) - eps(x, t, "")), both in one batched UNet
 call (Ho & Salimans 2022; the empty prompt as the unconditional input, as DDPO, AlignProp and the
 SEIKO code do). The chain that is fine-tuned is thus the guided sampler that will be deployed,
-and the KL is between guided chains, as in SEIKO's code. The reward reads decoded pixels:
-``reward_input`` runs the frozen VAE decoder on x0 / scaling_factor (+ shift_factor) with
-gradient, giving images in [0, 1] (clamped, as DDPO and AlignProp do), so any differentiable
-image reward works: ``seiko.oracles.images.AestheticScorer``, or a user's.
+and the KL is between guided chains, as in SEIKO's code. What the reward reads is
+``reward_space``: with ``"pixels"`` (default) ``reward_input`` runs the frozen VAE decoder on
+x0 / scaling_factor (+ shift_factor) with gradient, giving images in [0, 1] (clamped, as DDPO
+and AlignProp do), so any differentiable image reward works (``seiko.oracles.images.
+AestheticScorer``, or a user's); with ``"latents"`` it is the identity, and the reward reads the
+latent x0 (B, 4, H/8, W/8) itself: what the online loop's learned reward needs (below).
+
+The online loop (``seiko.callbacks.OnlineExploration``: SEIKO with a non-differentiable oracle
+such as DDPO's JPEG compressibility, ``seiko.oracles.images.JPEGCompressibility``; and
+``seiko.callbacks.OnlinePPO``, the DDPO baseline). The callbacks call ``sample(n, generator=g)``
+without text, turn the latents into designs with ``decode`` (PIL images), key them with
+``design_key`` and, every round, refit their reward model on ``reward_input(encode(stored
+keys))``. Here:
+
+* Prompts. ``sample`` without ``cond`` draws one prompt per chain, uniformly with replacement
+  (as DDPO, and ``PromptDataModule`` by default, do) from ``sampling_prompts()``: the prompts of
+  ``prompt_file`` if it is set (for use outside a Trainer), else the training prompts of the
+  attached ``PromptDataModule``, so in ``Trainer.fit`` the chains measured by the oracle and the
+  chains fine-tuned are conditioned on the same list (both given and different: an error at fit
+  start). The draws come from the ``generator``, before the initial noise, so a seeded generator
+  reproduces prompts and images; ``draw_prompts`` gives the prompts alone. CFG applies as
+  configured (``cfg_scale``). ``sample_trajectories`` (PPO) draws prompts the same way and
+  returns their embeddings with the trajectories ("cond"); ``OnlinePPO`` hands them on with the
+  batch, and the PPO loss recomputes each chain's log-probs with its own prompt's embedding (per
+  step checkpointed with ``sampler.checkpoint``, so a 50-step trajectory does not hold 50 UNets'
+  activations). In ``mode="ppo"`` the datamodule's batches only pace the optimizer steps. Each
+  PPO step takes the whole update's batch in one pass (one checkpointed UNet step on
+  2 x ``samples_per_update`` latents at a time with CFG): keep ``samples_per_update`` small at
+  512 x 512 (no gradient accumulation inside an update).
+* Keys. ``design_key`` is the image's lossless PNG as a data URI (``seiko.lightning_modules.
+  images.image_key``, the key ``ImageDiffusion`` uses). Measured on a photograph cropped and
+  resized to 512 x 512: 0.51-0.65 MB per key, and the store's UNIQUE(design, oracle) index holds
+  a second copy, so a 1000-design store takes about 1.0-1.3 GB of disk, and the 0.5-0.65 GB of
+  keys are read into memory at every refit; a PNG at zlib level 9 takes 0.2-0.3 s per image to
+  write on one CPU core (smoother, more compressible images: less of all three).
+* ``encode`` maps PIL images, keys or (3, H, W) pixel tensors (uint8, or floating in [0, 1]) at
+  the module's resolution (other sizes are refused, not resized) back to latents: the VAE
+  encoder's posterior mean, (mean - shift_factor) * scaling_factor, the inverse of
+  ``decode_pixels``, ``batch_size`` images at a time (so 1000 stored 512 x 512 images never sit
+  in memory as pixels at once). It is the space of the sampler's x0, so a reward model fitted on
+  encoded stored designs is the reward applied to x0 when fine-tuning. Two costs: the VAE is not
+  an exact autoencoder, so the reward model is fitted on re-encoded images, encode(decode(z)),
+  and applied to sampled latents z (on the tests' tiny random VAE the two are unrelated, relative
+  error 1.0; SD 1.5's VAE reconstructs far better, but its gap has not been measured here); and
+  the callback re-encodes stored images two or three times a round (the refit, the UCB features
+  of every measured design, the logged bonus of the last 256), one VAE encoder pass each.
+
+``OnlineExploration`` needs ``reward_space="latents"`` (a CNN reward model on the (4, 64, 64)
+latents of SD 1.5, not on 3 x 512 x 512 pixels re-decoded at every refit) and, with LoRA,
+``reference="pretrained"`` (see the KL reference below); other settings are refused at fit start,
+before any query.
 
 LoRA (Hu et al. 2022) via peft: rank-r adapters on the attention projections of the UNet
 (``to_q``, ``to_k``, ``to_v``, ``to_out.0``, diffusers' and SEIKO's choice), B initialised to zero
@@ -35,8 +82,9 @@ make every peft LoRA layer return its base layer's output alone). The base weigh
 the KL costs no memory beyond its activations, where a frozen copy would cost a second UNet (3.4
 GB in float32 for SD 1.5). The price: the reference is always the pretrained model, whatever
 round it is (SEIKO's ``reference="previous"`` would need the previous round's adapters kept as a
-second adapter; not done). With ``lora_rank=None`` the reference is a frozen deep copy of the
-UNet, as in every other seiko module (the previous round's model in the online loop).
+second adapter; not done, and ``OnlineExploration(reference="previous")`` is refused). With
+``lora_rank=None`` the reference is a frozen deep copy of the UNet, as in every other seiko
+module (the previous round's model in the online loop).
 """
 
 from __future__ import annotations
@@ -53,8 +101,10 @@ from lightning.pytorch.cli import OptimizerCallable
 from PIL import Image
 from torch import Tensor, nn
 
+from seiko.datamodules.prompts import read_prompts
 from seiko.diffusion import NoiseSchedule
 from seiko.lightning_modules.base import DiffusionModule, SamplerConfig, ScheduleConfig
+from seiko.lightning_modules.images import design_pixels, image_key
 from seiko.oracles.images import to_pil
 
 #: The pipeline directory's subfolders, each with the file that shows it is there.
@@ -196,7 +246,9 @@ class StableDiffusion(DiffusionModule):
     """Reward fine-tuning of Stable Diffusion from a local pipeline directory (see module doc).
 
     Batches are prompts (``seiko.datamodules.PromptDataModule``): each fine-tuning step runs one
-    chain per prompt, conditioned on it, and maximises reward(decoded x0) - kl_weight * KL.
+    chain per prompt, conditioned on it, and maximises reward(x0 in ``reward_space``) -
+    kl_weight * KL. In ``mode="ppo"`` a batch only paces the steps: the chains are the ones
+    ``OnlinePPO`` sampled, on prompts drawn by ``sample_trajectories``.
 
     Args:
         pretrained_path: the diffusers pipeline directory (unet/, vae/, text_encoder/,
@@ -211,13 +263,21 @@ class StableDiffusion(DiffusionModule):
             VAE's downsampling factor (512 for SD 1.x).
         reward: a factory of the differentiable reward, called when the module is configured
             (so a config parses without the reward's weights), e.g. a ``class_path`` to
-            ``seiko.oracles.images.AestheticScorer`` in YAML. The reward takes (B, 3, H, W)
-            images in [0, 1] and returns (B,). A plain function can be set as ``module.reward``
-            instead, as for every seiko module; the online loop's callbacks set it too.
+            ``seiko.oracles.images.AestheticScorer`` in YAML. The reward takes what
+            ``reward_space`` says and returns (B,). A plain function can be set as
+            ``module.reward`` instead, as for every seiko module; the online loop's callbacks
+            set it too.
+        reward_space: what the reward reads: "pixels", (B, 3, H, W) decoded images in [0, 1]
+            (gradient through the VAE decoder); "latents", the latent x0 (B, C, h, w) itself
+            (the online loop's learned reward, fitted on ``encode(stored images)``).
+        prompt_file: prompts (one a line, ``seiko.datamodules.prompts.read_prompts``) that
+            ``sample`` draws from when it is given no ``cond``; None: the training prompts of
+            the attached ``PromptDataModule``. Read on first use.
         decoder_checkpoint: gradient checkpointing inside the VAE decoder when the reward's
             gradient flows through it (its activations at 512 x 512 are the largest of a step).
-        mode: "finetune" (the reward objective through the chain) or "guidance" (no training:
-            reward-guided sampling, see ``DiffusionModule``).
+        mode: "finetune" (the reward objective through the chain), "guidance" (no training:
+            reward-guided sampling, see ``DiffusionModule``) or "ppo" (DDPO's clipped policy
+            gradient on what ``seiko.callbacks.OnlinePPO`` samples and measures).
         sampler: the chain: DDIM eta, steps, checkpointing, truncation, KL reduction. Its
             timesteps are diffusers' with ``steps_offset=0``; SD's scheduler config says 1, so
             diffusers' SD pipeline steps at timesteps one later (out of 1000).
@@ -235,17 +295,21 @@ class StableDiffusion(DiffusionModule):
         cfg_scale: float = 7.5,
         resolution: int | None = None,
         reward: Callable[[], nn.Module] | None = None,
+        reward_space: Literal["pixels", "latents"] = "pixels",
+        prompt_file: str | None = None,
         decoder_checkpoint: bool = True,
-        mode: Literal["finetune", "guidance"] = "finetune",
+        mode: Literal["finetune", "guidance", "ppo"] = "finetune",
         sampler: SamplerConfig = SamplerConfig(),
         kl_weight: float = 0.1,
         optimizer: OptimizerCallable = torch.optim.AdamW,
     ) -> None:
-        if mode not in ("finetune", "guidance"):
+        if mode not in ("finetune", "guidance", "ppo"):
             raise ValueError(
-                f"mode={mode!r} is not one of ('finetune', 'guidance') (a Stable Diffusion "
-                "module is not pretrained here, and its PPO path is not wired to prompts)"
+                f"mode={mode!r} is not one of ('finetune', 'guidance', 'ppo') (a Stable "
+                "Diffusion module is not pretrained here)"
             )
+        if reward_space not in ("pixels", "latents"):
+            raise ValueError(f"reward_space={reward_space!r} is not one of ('pixels', 'latents')")
         if lora_rank is not None and lora_rank < 1:
             raise ValueError(f"lora_rank must be >= 1 or None (full fine-tuning), got {lora_rank}")
         if lora_alpha is not None and lora_alpha <= 0:
@@ -279,12 +343,16 @@ class StableDiffusion(DiffusionModule):
         self.cfg_scale = cfg_scale
         self.resolution = resolution
         self.reward_factory = reward
+        self.reward_space = reward_space
+        self.prompt_file = prompt_file
+        self._file_prompts: list[str] | None = None
         self.decoder_checkpoint = decoder_checkpoint
         self.vae: nn.Module | None = None
         self.text_encoder: nn.Module | None = None
         self.tokenizer: Any = None
         self.scaling_factor = 1.0
         self.shift_factor = 0.0
+        self.vae_factor = 1  # pixels per latent cell along a side
 
     # ------------------------------------------------------------------ loading
     @property
@@ -344,8 +412,9 @@ class StableDiffusion(DiffusionModule):
         self.sampler = dataclasses.replace(self.sampler, schedule=self.noise_schedule)
 
     def _latent_shape(self, unet: nn.Module, vae: nn.Module) -> tuple[int, int, int]:
-        """(C, h, w) of the latent for ``resolution``."""
+        """(C, h, w) of the latent for ``resolution`` (and the VAE's factor, kept)."""
         factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.vae_factor = factor
         resolution = self.resolution or int(unet.config.sample_size) * factor
         unet_factor = 2 ** (len(unet.config.block_out_channels) - 1)
         if resolution % (factor * unet_factor):
@@ -391,16 +460,109 @@ class StableDiffusion(DiffusionModule):
         return ((images.float() + 1) / 2).clamp(0.0, 1.0)
 
     def reward_input(self, x0: Tensor) -> Tensor:
-        """The reward reads decoded pixels: (B, 3, H, W) in [0, 1]."""
-        return self.decode_pixels(x0)
+        """What the reward reads (``reward_space``): decoded pixels (B, 3, H, W) in [0, 1], or
+        the latents x0 (B, C, h, w) themselves."""
+        return x0 if self.reward_space == "latents" else self.decode_pixels(x0)
 
-    def decode(self, x: Tensor) -> list[Image.Image]:
-        """(B, C, h, w) latents -> B PIL RGB images (quantised as DDPO does, round(255 p))."""
+    @property
+    def image_size(self) -> int:
+        """The side in pixels of the images the module makes (and ``encode`` takes)."""
+        self.configure_model()
+        return self.data_shape[-1] * self.vae_factor
+
+    def decode(self, x: Tensor) -> list[Image.Image | None]:
+        """(B, C, h, w) latents -> B PIL RGB images (quantised as DDPO does, round(255 p)); None
+        for a sample whose decoded pixels are not all finite (every image oracle measures None as
+        infeasible, NaN)."""
         with torch.no_grad():
-            pixels = self.decode_pixels(x.detach().to(self.device))
-        return [to_pil(image) for image in pixels.cpu()]
+            pixels = self.decode_pixels(x.detach().to(self.device)).float().cpu()
+        return [to_pil(image) if torch.isfinite(image).all() else None for image in pixels]
+
+    # ------------------------------------------------------------------ designs <-> latents
+    def design_key(self, design: Image.Image | Tensor | None) -> str:
+        """The FeedbackStore key of a design: its lossless PNG as a data URI (``image_key``; a
+        (3, H, W) tensor is taken as pixels in [0, 1]); "" for None (not decoded)."""
+        if design is None:
+            return ""
+        return image_key(to_pil(design, value_range="unit"))
+
+    def encode(self, designs: Sequence[Image.Image | Tensor | str], batch_size: int = 8) -> Tensor:
+        """Designs -> (B, C, h, w) latents on the CPU: the VAE encoder's posterior mean,
+        (mean - shift_factor) * scaling_factor, the space of the sampler's x0 (no gradient).
+
+        A design is a PIL image (converted to RGB), a key of ``design_key``, or a (3, H, W)
+        pixel tensor, uint8 or floating in [0, 1], H = W = ``image_size``. The VAE encodes
+        ``batch_size`` images at a time on the module's device.
+
+        Raises:
+            ValueError: a design of another size or shape, a string that is not an image key
+                (e.g. "", the key of a sample that did not decode), non-finite pixels, or another
+                type; the message names the design's index and what the module takes.
+        """
+        self.configure_model()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        designs = list(designs)
+        dtype = next(self.vae.parameters()).dtype
+        chunks = []
+        for start in range(0, len(designs), batch_size):
+            pixels = torch.stack(
+                [
+                    self._unit_pixels(start + n, design)
+                    for n, design in enumerate(designs[start : start + batch_size])
+                ]
+            )
+            with torch.no_grad():
+                posterior = self.vae.encode(pixels.to(self.device, dtype) * 2 - 1).latent_dist
+            latents = (posterior.mean.float() - self.shift_factor) * self.scaling_factor
+            chunks.append(latents.cpu())
+        return torch.cat(chunks) if chunks else torch.empty(0, *self.data_shape)
+
+    def _unit_pixels(self, n: int, design: Any) -> Tensor:
+        """Design ``n`` as (3, H, W) float pixels in [0, 1] on the CPU (see ``encode``)."""
+        size = self.image_size
+        pixels = design_pixels(n, design, (3, size, size), "RGB")
+        if pixels.dtype == torch.uint8:
+            return pixels.float() / 255
+        if not bool(torch.isfinite(pixels).all()):
+            raise ValueError(f"design {n} has NaN or infinite pixels")
+        return pixels.float().clamp(0.0, 1.0)
 
     # ------------------------------------------------------------------ sampling
+    def sampling_prompts(self) -> list[str]:
+        """The prompts ``sample`` draws from without ``cond``: ``prompt_file``'s, else the
+        attached datamodule's ``train_prompts`` (a ``PromptDataModule`` set up for fitting).
+
+        Raises:
+            RuntimeError: neither is there, saying how to give prompts.
+        """
+        if self.prompt_file is not None:
+            if self._file_prompts is None:
+                self._file_prompts = read_prompts(self.prompt_file)
+            return self._file_prompts
+        prompts = getattr(self._datamodule(), "train_prompts", None)
+        if prompts:
+            return list(prompts)
+        raise RuntimeError(
+            "StableDiffusion.sample without cond draws prompts, and there are none: set "
+            "prompt_file (a text file, one prompt a line), or fit with a PromptDataModule, whose "
+            "training prompts are used; or pass cond=encode_prompts(prompts)"
+        )
+
+    def _datamodule(self) -> Any:
+        trainer = self._trainer  # None when not attached (``self.trainer`` would raise)
+        return None if trainer is None else getattr(trainer, "datamodule", None)
+
+    def draw_prompts(self, n: int, generator: torch.Generator | None = None) -> list[str]:
+        """n prompts drawn uniformly with replacement from ``sampling_prompts()`` with
+        ``generator`` (reproducible for a seeded one)."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        prompts = self.sampling_prompts()
+        device = generator.device if generator is not None else torch.device("cpu")
+        draws = torch.randint(len(prompts), (n,), generator=generator, device=device)
+        return [prompts[i] for i in draws.tolist()]
+
     @torch.no_grad()
     def sample(
         self,
@@ -409,15 +571,37 @@ class StableDiffusion(DiffusionModule):
         batch_size: int = 8,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """n latents (n, C, h, w) for the text embeddings ``cond`` (n, L, D), without gradient
-        (``encode_prompts`` makes ``cond``; ``generate`` goes from prompts to images)."""
+        """n latents (n, C, h, w), without gradient, for the text embeddings ``cond`` (n, L, D)
+        (``encode_prompts``), or, without ``cond``, for n prompts that ``draw_prompts`` draws
+        with ``generator`` (embedded ``batch_size`` at a time). ``generate`` goes from prompts
+        to images."""
         self.configure_model()
-        if cond is None or cond.shape[0] != n:
-            raise ValueError(
-                f"Stable Diffusion samples from text: cond must be (n={n}, L, D) prompt "
-                f"embeddings (encode_prompts), got {None if cond is None else tuple(cond.shape)}"
-            )
-        return super().sample(n, cond=cond, batch_size=batch_size, generator=generator)
+        if cond is not None:
+            if cond.shape[0] != n:
+                raise ValueError(
+                    f"cond must be (n={n}, L, D) prompt embeddings (encode_prompts), got "
+                    f"{tuple(cond.shape)}"
+                )
+            return super().sample(n, cond=cond, batch_size=batch_size, generator=generator)
+        prompts = self.draw_prompts(n, generator)
+        chunks = []
+        for start in range(0, n, batch_size):
+            part = prompts[start : start + batch_size]
+            cond = self.encode_prompts(part)
+            chunks.append(super().sample(len(part), cond, len(part), generator))
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def sample_trajectories(
+        self, n: int, cond: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> dict[str, Any]:
+        """n trajectories for PPO (see ``DiffusionModule``), on ``cond`` or on n prompts drawn
+        with ``generator``; their embeddings (n, L, D) come back as "cond", with which the PPO
+        loss recomputes each chain's log-probs."""
+        self.configure_model()
+        if cond is None:
+            cond = self.encode_prompts(self.draw_prompts(n, generator))
+        return super().sample_trajectories(n, cond=cond, generator=generator)
 
     @torch.no_grad()
     def generate(
@@ -425,8 +609,9 @@ class StableDiffusion(DiffusionModule):
         prompts: Sequence[str],
         batch_size: int = 8,
         generator: torch.Generator | None = None,
-    ) -> list[Image.Image]:
-        """One image per prompt, through the current (fine-tuned) guided chain."""
+    ) -> list[Image.Image | None]:
+        """One image per prompt, through the current (fine-tuned) guided chain (None for a
+        sample that did not decode to finite pixels)."""
         cond = self.encode_prompts(prompts)
         return self.decode(self.sample(len(prompts), cond, batch_size, generator))
 
@@ -450,40 +635,57 @@ class StableDiffusion(DiffusionModule):
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_fit_start(self) -> None:
-        self._refuse_online_callbacks()
+        self._check_prompt_sources()
+        self._check_online_callbacks()
         if self.mode == "finetune" and self.reference is None and self.kl_weight > 0:
             self.snapshot_reference()
         for part in (self.reference, self.reward):
             if isinstance(part, nn.Module):
                 part.to(self.device)
 
-    def _refuse_online_callbacks(self) -> None:
-        """The online loop's callbacks sample without ``cond`` and refit their reward on
-        ``encode(stored designs)``; this module has no prompts of its own to sample from and no
-        way from a stored image back to its latent yet. Fail before any sampling or oracle query
-        rather than after."""
-        from seiko.callbacks.exploration import OnlineExploration
-        from seiko.callbacks.policy_gradient import OnlinePPO
-
-        online = [
-            type(callback).__name__
-            for callback in self.trainer.callbacks
-            if isinstance(callback, (OnlineExploration, OnlinePPO))
-        ]
-        if online:
-            raise NotImplementedError(
-                f"{', '.join(online)} cannot drive a StableDiffusion module yet: the online loop "
-                "samples designs without prompts (sample(n) with no cond) and refits its reward "
-                "model on encode(stored designs), and this module has neither a prompt source "
-                "for such sampling nor an encoder from stored images back to latents. Fine-tune "
-                "with a differentiable reward on decoded pixels instead "
-                "(configs/images/sd_aesthetic.yaml)"
+    def _check_prompt_sources(self) -> None:
+        """The chains the online loop samples and the chains fine-tuned must share prompts:
+        ``prompt_file`` and an attached datamodule with other training prompts is an error."""
+        theirs = getattr(self._datamodule(), "train_prompts", None)
+        if self.prompt_file is not None and theirs and list(theirs) != self.sampling_prompts():
+            raise ValueError(
+                f"prompt_file {self.prompt_file!r} ({len(self.sampling_prompts())} prompts) and "
+                f"the datamodule's training prompts ({len(theirs)}) differ: the designs sampled "
+                "without cond (the online loop's queries) would not be the chains fine-tuned. "
+                "Leave prompt_file unset to use the datamodule's prompts"
             )
+
+    def _check_online_callbacks(self) -> None:
+        """What the online loop's callbacks need of this module, checked before any sampling
+        or oracle query: a reward on latents (the reward model is fitted on ``encode``'s
+        latents) and, with LoRA, the pretrained model as the KL reference."""
+        from seiko.callbacks.exploration import OnlineExploration
+
+        for callback in self.trainer.callbacks:
+            if not isinstance(callback, OnlineExploration):
+                continue
+            if self.reward_space != "latents":
+                raise ValueError(
+                    "OnlineExploration fits its reward model on encode(stored images), the VAE "
+                    "latents, and sets it as the module's reward: set reward_space='latents' "
+                    f"(got {self.reward_space!r}; 'pixels' would re-decode every stored image at "
+                    "every refit and fit the reward model on 3 x H x W pixels)"
+                )
+            lora = self.lora_rank is not None
+            if self.mode == "finetune" and lora and callback.reference == "previous":
+                raise ValueError(
+                    "OnlineExploration(reference='previous') needs the previous round's model as "
+                    "the KL reference; with LoRA the reference is the pretrained UNet (the "
+                    "adapters switched off, no copy): set the callback's reference='pretrained', "
+                    "or lora_rank=None (full fine-tuning, a frozen copy per round)"
+                )
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
         prompts = _prompts_of(batch)
         if self.mode == "guidance":
             return None  # nothing to train: Lightning skips the optimizer step
+        if self.mode == "ppo":
+            return self.ppo_step()  # the chains OnlinePPO sampled, with their own prompts
         terms = self.finetune_loss(len(prompts), self.encode_prompts(prompts))
         for key, value in terms.items():
             self.log(
@@ -491,7 +693,7 @@ class StableDiffusion(DiffusionModule):
             )
         return terms["loss"]
 
-    def predict_step(self, batch: Any, batch_idx: int) -> list[Image.Image]:
+    def predict_step(self, batch: Any, batch_idx: int) -> list[Image.Image | None]:
         """One image per prompt of the batch."""
         prompts = _prompts_of(batch)
         return self.generate(prompts, batch_size=len(prompts))
