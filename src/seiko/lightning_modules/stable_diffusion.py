@@ -47,8 +47,8 @@ keys))``. Here:
   512 x 512 (no gradient accumulation inside an update).
 * Keys. ``design_key`` is the image's lossless PNG as a data URI (``seiko.lightning_modules.
   images.image_key``, the key ``ImageDiffusion`` uses). Measured on a photograph cropped and
-  resized to 512 x 512: 0.51-0.65 MB per key, and the store's UNIQUE(design, oracle) index holds
-  a second copy, so a 1000-design store takes about 1.0-1.3 GB of disk, and the 0.5-0.65 GB of
+  resized to 512 x 512: 0.51-0.65 MB per key; the store keeps each key once (its unique index is
+  on the key's SHA-256), so a 1000-design store takes about 0.5-0.65 GB of disk, and those
   keys are read into memory at every refit; a PNG at zlib level 9 takes 0.2-0.3 s per image to
   write on one CPU core (smoother, more compressible images: less of all three).
 * ``encode`` maps PIL images, keys or (3, H, W) pixel tensors (uint8, or floating in [0, 1]) at

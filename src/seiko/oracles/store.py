@@ -7,17 +7,33 @@ SIGKILL right after it loses nothing.
 
 One row per query::
 
-    id | round | design | value | noise_free | feasible | error | oracle | time | source
+    id | round | design | value | noise_free | feasible | error | oracle | time | source |
+        design_hash
 
 ``design`` is the canonical string form of the design (the caller canonicalises; the store keeps
 what it is given); ``value`` is NULL for an infeasible design; ``noise_free`` is NULL when unknown;
 ``source`` is ``"oracle"`` for a paid query or ``"offline"`` for warm-start data (``import_rows``),
 which counts as already paid and not against a budget. A design is stored at most once per oracle.
+
+Each row also holds ``design_hash``, the SHA-256 of the design's UTF-8 bytes (a 32-byte BLOB), and
+the UNIQUE index is on ``(design_hash, oracle)``: a key is stored once, in ``design``, however long
+it is (an image's PNG data URI is 0.5 MB at 512 x 512; an index on ``design`` itself held a second
+copy of every key). Designs are looked up by hash, then compared in full, so a hash collision can
+never merge two designs: a design whose SHA-256 equals a different stored (or batched) design's,
+for the same oracle, is refused with a ``ValueError`` naming both, before the oracle is paid for it
+when the caller looks it up first (as ``OracleLedger`` does).
+
+Schema versions (``PRAGMA user_version``): 1, ``UNIQUE (design, oracle)``; 2, the hashed index. A
+version-1 file is migrated when a ``FeedbackStore`` opens it for writing, once, in one transaction
+(a crash during it leaves the version-1 store as it was), then vacuumed to give back the old index's
+space; read-only opens (``import_rows``) read either version without changing the file.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import logging
 import math
 import os
 import sqlite3
@@ -36,12 +52,16 @@ Source = Literal["oracle", "offline"]
 OFFLINE_ROUND = -1
 """The round of offline (warm-start) rows: before the first round of the run."""
 
-_SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
+
+_SCHEMA_VERSION = 2
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 # SQLite limits the number of ``?`` parameters of one statement (999 in old builds)
 _QUERY_CHUNK = 500
-_CREATE = """
-CREATE TABLE IF NOT EXISTS feedback (
+# version 1 had ``UNIQUE (design, oracle)`` here, which SQLite cannot drop from a table, so the
+# migration rebuilds the table (its name is the placeholder)
+_CREATE_TABLE = """
+CREATE TABLE {table} (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     round INTEGER NOT NULL,
     design TEXT NOT NULL,
@@ -52,9 +72,10 @@ CREATE TABLE IF NOT EXISTS feedback (
     oracle TEXT NOT NULL,
     time REAL NOT NULL,
     source TEXT NOT NULL CHECK (source IN ('oracle', 'offline')),
-    UNIQUE (design, oracle)
+    design_hash BLOB NOT NULL CHECK (typeof(design_hash) = 'blob' AND length(design_hash) = 32)
 )
 """
+_CREATE_INDEX = "CREATE UNIQUE INDEX feedback_design_hash ON feedback (design_hash, oracle)"
 
 
 @dataclass(frozen=True)
@@ -87,6 +108,26 @@ class FeedbackRow:
 
 
 _COLUMNS = [field.name for field in fields(FeedbackRow)]
+_COLUMNS_OF_VERSION = {1: _COLUMNS, 2: [*_COLUMNS, "design_hash"]}
+
+
+def _design_hash(design: str) -> bytes:
+    """The 32-byte SHA-256 of a design's UTF-8 bytes (the bytes SQLite stores for the text)."""
+    return hashlib.sha256(design.encode("utf-8")).digest()
+
+
+def _collision(path: Path, oracle: str | None, design: str, other: str) -> ValueError:
+    of_oracle = "" if oracle is None else f" for oracle {oracle!r}"
+    return ValueError(
+        f"{path}: design {_preview(design)} has the same SHA-256 as the different design "
+        f"{_preview(other)}{of_oracle}; the store deduplicates designs by SHA-256 and never "
+        f"merges two, so it cannot hold both"
+    )
+
+
+def _preview(design: str) -> str:
+    """A design for an error message: a PNG data URI is half a megabyte."""
+    return repr(design) if len(design) <= 80 else f"{design[:60]!r}... ({len(design)} characters)"
 
 
 def _row(record: tuple[Any, ...]) -> FeedbackRow:
@@ -109,8 +150,9 @@ def _floats(values: Tensor | Sequence[float | None], n: int, what: str) -> list[
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     """An autocommit connection (transactions are explicit) to a checked FeedbackStore file.
 
-    The schema is checked before anything is written, so another program's SQLite file is
-    refused untouched.
+    The schema is checked before anything is written, so another program's SQLite file (or a
+    store of a newer schema version) is refused untouched. A writable connection creates the
+    schema in an empty file and migrates an older store (see the module docstring).
     """
     try:
         if readonly:
@@ -120,33 +162,114 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     except sqlite3.Error as error:
         raise ValueError(f"cannot open {path} as a FeedbackStore: {error}") from error
     try:
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        tables = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        if not readonly and version == 0 and not tables.fetchall():
-            connection.execute(_CREATE)
-            connection.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-            version = _SCHEMA_VERSION
-        columns = [row[1] for row in connection.execute("PRAGMA table_info(feedback)")]
-        if columns != _COLUMNS or version != _SCHEMA_VERSION:
-            raise ValueError(
-                f"{path} is an SQLite database but not a FeedbackStore of schema version "
-                f"{_SCHEMA_VERSION}: its 'feedback' table has columns {columns} and user_version "
-                f"{version}; expected columns {_COLUMNS}"
-            )
+        version = _schema_version(connection, path, allow_empty=not readonly)
         if not readonly:
             # WAL: readers never block the writer; FULL: a commit survives power loss too. Where a
             # file system cannot do WAL, SQLite keeps its rollback journal, which is as durable.
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=FULL")
+            if version < _SCHEMA_VERSION:
+                _upgrade(connection, path)
     except sqlite3.DatabaseError as error:
         connection.close()
         raise ValueError(
             f"{path} is not a readable FeedbackStore (SQLite) database: {error}"
         ) from error
-    except ValueError:
+    except BaseException:
         connection.close()
         raise
     return connection
+
+
+def _schema_version(connection: sqlite3.Connection, path: Path, allow_empty: bool) -> int:
+    """The file's FeedbackStore schema version, 0 for an empty database (when allowed).
+
+    Raises:
+        ValueError: a store of a newer version, or a database that is not a FeedbackStore.
+    """
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    tables = [name for (name,) in connection.execute("SELECT name FROM sqlite_master")]
+    if allow_empty and version == 0 and not tables:
+        return 0
+    if version > _SCHEMA_VERSION and "feedback" in tables:
+        raise ValueError(
+            f"{path} is a FeedbackStore of schema version {version}, written by a newer seiko; "
+            f"this one reads schema versions 1 to {_SCHEMA_VERSION} (upgrade seiko to open it)"
+        )
+    columns = [row[1] for row in connection.execute("PRAGMA table_info(feedback)")]
+    if columns != _COLUMNS_OF_VERSION.get(version):
+        raise ValueError(
+            f"{path} is an SQLite database but not a FeedbackStore of schema version 1 to "
+            f"{_SCHEMA_VERSION}: its 'feedback' table has columns {columns} and user_version "
+            f"{version}; expected columns {_COLUMNS_OF_VERSION[_SCHEMA_VERSION]} (version "
+            f"{_SCHEMA_VERSION}) or {_COLUMNS_OF_VERSION[1]} (version 1)"
+        )
+    return version
+
+
+def _upgrade(connection: sqlite3.Connection, path: Path) -> None:
+    """Create the schema in an empty file, or migrate a version-1 store, in one transaction."""
+    version = None
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        # checked again under the write lock: another process may have done it meanwhile
+        version = _schema_version(connection, path, allow_empty=True)
+        if version == 0:
+            connection.execute(_CREATE_TABLE.format(table="feedback"))
+            connection.execute(_CREATE_INDEX)
+        elif version == 1:
+            _migrate_from_version_1(connection)
+        connection.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        connection.execute("COMMIT")
+    except BaseException as error:
+        if connection.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
+            connection.execute("ROLLBACK")
+        if version == 1 and isinstance(error, sqlite3.Error):
+            raise ValueError(
+                f"{path}: migrating the FeedbackStore from schema version 1 to {_SCHEMA_VERSION} "
+                f"failed, and the file was left a version-1 store, unchanged: {error}"
+            ) from error
+        raise
+    if version == 1:
+        log.info("migrated %s to FeedbackStore schema version %d", path, _SCHEMA_VERSION)
+        try:
+            # the old index's pages are free now: give them back (its own transaction, atomic)
+            connection.execute("VACUUM")
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError as error:  # e.g. no disk space for its copy: harmless
+            log.warning(
+                "%s: migrated, but VACUUM failed (the file keeps its size): %s", path, error
+            )
+
+
+def _migrate_from_version_1(connection: sqlite3.Connection) -> None:
+    """Rebuild the version-1 table with ``design_hash`` (inside the caller's transaction).
+
+    Version 1's ``UNIQUE (design, oracle)`` is a table constraint, whose index cannot be dropped,
+    so the rows (ids included) move to a new table. Its AUTOINCREMENT counter is carried over, so
+    an id is never reused.
+    """
+    # a Python function (looked up per call, so tests can replace ``_design_hash``)
+    connection.create_function(
+        "seiko_design_hash", 1, lambda design: _design_hash(design), deterministic=True
+    )
+    counter = connection.execute(
+        "SELECT seq FROM sqlite_sequence WHERE name = 'feedback'"
+    ).fetchone()
+    columns = ", ".join(_COLUMNS)
+    connection.execute(_CREATE_TABLE.format(table="feedback_version_2"))
+    connection.execute(
+        f"INSERT INTO feedback_version_2 ({columns}, design_hash) "
+        f"SELECT {columns}, seiko_design_hash(design) FROM feedback ORDER BY id"
+    )
+    connection.execute("DROP TABLE feedback")
+    connection.execute("ALTER TABLE feedback_version_2 RENAME TO feedback")
+    connection.execute(_CREATE_INDEX)
+    if counter is not None:
+        connection.execute("DELETE FROM sqlite_sequence WHERE name = 'feedback'")
+        connection.execute(
+            "INSERT INTO sqlite_sequence (name, seq) VALUES ('feedback', ?)", (counter[0],)
+        )
 
 
 class FeedbackStore:
@@ -155,12 +278,17 @@ class FeedbackStore:
     Methods that select by oracle take ``oracle=None`` to mean "the store's only oracle"; they
     raise if the store holds answers of several oracles, rather than mix them.
 
+    Designs are deduplicated by the SHA-256 of their key and then compared in full: two different
+    designs are never merged, even if their hashes collide (such a design is refused loudly).
+
     Args:
-        path: the database file, created (with its parent folders) if missing.
+        path: the database file, created (with its parent folders) if missing; a store of schema
+            version 1 is migrated to the current version once (see the module docstring).
 
     Raises:
         ValueError: the file exists but is not a FeedbackStore database (corrupt, or another
-            program's SQLite file); the message names the file.
+            program's SQLite file), or is a store of a newer schema version, or its migration
+            failed (the file is then unchanged); the message names the file.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -209,8 +337,9 @@ class FeedbackStore:
             source: ``"oracle"`` for paid queries, ``"offline"`` for warm-start data.
 
         Raises:
-            ValueError: mismatched lengths, a non-string design, an unknown source, or a design
-                already stored for this oracle (then nothing of the batch is stored).
+            ValueError: mismatched lengths, a non-string design, an unknown source, a design
+                already stored for this oracle, or one whose SHA-256 collides with a different
+                design's (then nothing of the batch is stored).
         """
         n = len(designs)
         for index, design in enumerate(designs):
@@ -244,15 +373,26 @@ class FeedbackStore:
         self._insert(records, ignore_stored=False)
 
     def _insert(self, records: list[tuple[Any, ...]], ignore_stored: bool) -> int:
-        """Insert rows (all columns but id) in one committed transaction; returns rows added."""
+        """Insert rows (all columns but id and hash) in one committed transaction.
+
+        With ``ignore_stored``, a design already stored for its oracle is skipped (the stored row
+        stays). A design whose hash collides with a different design's raises, checked under the
+        write lock so no other process can slip one in between.
+
+        Returns:
+            The number of rows added.
+        """
         verb = "INSERT OR IGNORE" if ignore_stored else "INSERT"
+        hashed = [(*record, _design_hash(record[1])) for record in records]
         connection = self._connection
         connection.execute("BEGIN IMMEDIATE")
         try:
+            self._check_no_collision(hashed)
             before = connection.total_changes
             connection.executemany(
-                f"{verb} INTO feedback ({', '.join(_COLUMNS[1:])}) VALUES (?,?,?,?,?,?,?,?,?)",
-                records,
+                f"{verb} INTO feedback ({', '.join(_COLUMNS[1:])}, design_hash) "
+                f"VALUES (?,?,?,?,?,?,?,?,?,?)",
+                hashed,
             )
             added = connection.total_changes - before
             connection.execute("COMMIT")
@@ -260,6 +400,27 @@ class FeedbackStore:
             connection.execute("ROLLBACK")
             raise
         return added
+
+    def _check_no_collision(self, hashed: list[tuple[Any, ...]]) -> None:
+        """Raise if two different designs of one oracle, stored or in ``hashed``, share a hash."""
+        # (design_hash, oracle) -> design, of the batch, then checked against the stored rows
+        seen: dict[tuple[bytes, str], str] = {}
+        for record in hashed:
+            design, oracle, digest = record[1], record[6], record[-1]
+            other = seen.setdefault((digest, oracle), design)
+            if other != design:
+                raise _collision(self.path, oracle, design, other)
+        digests = list(dict.fromkeys(digest for digest, _ in seen))
+        for start in range(0, len(digests), _QUERY_CHUNK):
+            chunk = digests[start : start + _QUERY_CHUNK]
+            query = (
+                f"SELECT design_hash, oracle, design FROM feedback "
+                f"WHERE design_hash IN ({', '.join('?' * len(chunk))})"
+            )
+            for digest, oracle, stored in self._connection.execute(query, chunk):
+                design = seen.get((digest, oracle))
+                if design is not None and design != stored:
+                    raise _collision(self.path, oracle, design, stored)
 
     def import_rows(self, other: str | os.PathLike[str], oracle: str | None = None) -> int:
         """Add offline warm-start rows from another store or a table of measurements.
@@ -279,8 +440,9 @@ class FeedbackStore:
 
         Raises:
             FileNotFoundError: ``other`` does not exist.
-            ValueError: an unsupported format, missing columns, a non-numeric value or no oracle
-                name; the message names the file.
+            ValueError: an unsupported format, missing columns, a non-numeric value, no oracle
+                name, or a design whose SHA-256 collides with a different design's (then nothing
+                is added); the message names the file.
         """
         source = Path(other)
         if not source.is_file():
@@ -343,27 +505,49 @@ class FeedbackStore:
     def lookup(self, designs: Iterable[str], oracle: str | None = None) -> dict[str, float]:
         """The stored values of those ``designs`` that were measured (NaN if infeasible).
 
+        Designs are found by their SHA-256 and compared in full, so a stored design is returned
+        only for exactly its own key.
+
         Args:
             designs: canonical design strings; those never measured are absent from the result.
             oracle: whose answers; None: the store's only oracle.
+
+        Raises:
+            ValueError: several oracles and ``oracle=None``; or a design whose SHA-256 equals a
+                different stored or requested design's (the store could not hold it, so it is
+                refused before anyone pays to measure it).
         """
         condition, parameters = self._oracle_filter(oracle)
-        unique = list(dict.fromkeys(designs))
+        by_hash: dict[bytes, str] = {}
+        for design in dict.fromkeys(designs):
+            if not isinstance(design, str):  # never stored (add takes strings only)
+                continue
+            other = by_hash.setdefault(_design_hash(design), design)
+            if other != design:
+                raise _collision(self.path, oracle, design, other)
+        digests = list(by_hash)
         found: dict[str, float] = {}
-        for start in range(0, len(unique), _QUERY_CHUNK):
-            chunk = unique[start : start + _QUERY_CHUNK]
+        for start in range(0, len(digests), _QUERY_CHUNK):
+            chunk = digests[start : start + _QUERY_CHUNK]
             query = (
-                f"SELECT design, value FROM feedback WHERE {condition} "
-                f"AND design IN ({', '.join('?' * len(chunk))})"
+                f"SELECT design_hash, oracle, design, value FROM feedback WHERE {condition} "
+                f"AND design_hash IN ({', '.join('?' * len(chunk))})"
             )
-            for design, value in self._connection.execute(query, (*parameters, *chunk)):
-                found[design] = math.nan if value is None else value
+            for digest, name, stored, value in self._connection.execute(
+                query, (*parameters, *chunk)
+            ):
+                if stored != by_hash[digest]:
+                    raise _collision(self.path, name, by_hash[digest], stored)
+                found[stored] = math.nan if value is None else value
         return found
 
     def __contains__(self, design: object) -> bool:
         """Whether ``design`` was measured by any oracle."""
-        query = "SELECT 1 FROM feedback WHERE design = ? LIMIT 1"
-        return self._connection.execute(query, (design,)).fetchone() is not None
+        if not isinstance(design, str):
+            return False
+        query = "SELECT 1 FROM feedback WHERE design_hash = ? AND design = ? LIMIT 1"
+        parameters = (_design_hash(design), design)
+        return self._connection.execute(query, parameters).fetchone() is not None
 
     def __len__(self) -> int:
         """The number of rows (paid and offline)."""
@@ -409,7 +593,10 @@ class FeedbackStore:
         if oracle is not None:
             conditions.append("oracle = ?")
             parameters.append(oracle)
-        query = f"SELECT * FROM feedback WHERE {' AND '.join(conditions)} ORDER BY id"
+        query = (
+            f"SELECT {', '.join(_COLUMNS)} FROM feedback WHERE {' AND '.join(conditions)} "
+            f"ORDER BY id"
+        )
         return [_row(record) for record in self._connection.execute(query, parameters)]
 
     def rounds(self) -> list[int]:
