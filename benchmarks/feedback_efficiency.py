@@ -14,7 +14,8 @@ config. Rows, all at the task's budget:
   (SEIKO-UCB, SEIKO-Bootstrap, SEIKO-TS, Greedy, Non-adaptive), run with ``seiko fit`` in process;
 * the paper's other two families, from their configs beside those: reward-guided sampling
   (``guidance.yaml``) and online PPO / DDPO (``ppo.yaml``);
-* best-of-N: N = budget samples of the pretrained prior, all measured;
+* best-of-N: N = budget samples of the pretrained prior (of the task's ``target_label`` class where
+  its configs design for one), all measured;
 * training-set picks: N = budget designs drawn at random from the prior's training split.
 
 Each finished run is kept as benchmarks/results/feedback_efficiency_runs/<task>_<method>_<seed>.json
@@ -215,8 +216,12 @@ def run_method(task: str, method: str, seed: int, out: Path) -> dict:
 
 
 def _prior(task: str) -> L.LightningModule:
+    """The pretrained prior, sampling what the task's configs sample: its ``target_label``'s
+    class where they design for one (DNA: HepG2), else as pretrained."""
+    target = _yaml(config_path(task, "seiko_ucb"))["model"]["init_args"].get("target_label")
+    extra = {} if target is None else {"target_label": target}
     return L.LightningModule.load_from_checkpoint(
-        ROOT / task_spec(task)["prior"], map_location="cpu"
+        ROOT / task_spec(task)["prior"], map_location="cpu", **extra
     )
 
 
@@ -284,6 +289,9 @@ def fingerprint(task: str, method: str) -> str:
         parts.append(_sha256(ROOT / training_data(task)["init_args"]["path"]))
     else:
         parts.append(_sha256(ROOT / spec["prior"]))
+        target = _yaml(config_path(task, "seiko_ucb"))["model"]["init_args"].get("target_label")
+        if method == "best_of_n" and target is not None:
+            parts.append(f"target_label={target}")
     if method not in ("best_of_n", "training_set"):
         parts.append(_sha256(config_path(task, method)))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
