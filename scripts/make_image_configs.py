@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from config_methods import online_methods, other_methods
 
 ROOT = Path(__file__).resolve().parents[1]
 PRIOR = "models/images/mnist_prior.ckpt"
@@ -61,7 +62,6 @@ TASKS = {
 
 ROUNDS = 5
 BUDGET = 1000
-PER_ROUND = [BUDGET // ROUNDS] * ROUNDS
 STEPS_PER_ROUND = 20
 UCB_BETA = 0.05
 GUIDANCE_SCALE = 1.0
@@ -71,35 +71,8 @@ GUIDANCE_SCALE = 1.0
 # drifted dark and diverged (reward down, KL up) at every lr and kl_weight tried (docs/images.md).
 LR = 1.0e-5
 KL_WEIGHT = 1.0
-METHODS = {
-    "seiko_ucb": {
-        "bonus": {"class_path": "seiko.callbacks.UCBBonus", "init_args": {"beta": UCB_BETA}},
-        "queries_per_round": PER_ROUND,
-    },
-    "seiko_bootstrap": {
-        "bonus": {"class_path": "seiko.callbacks.BootstrapBonus", "init_args": {"members": 4}},
-        "queries_per_round": PER_ROUND,
-    },
-    "seiko_ts": {
-        "bonus": {"class_path": "seiko.callbacks.ThompsonBonus", "init_args": {"members": 4}},
-        "queries_per_round": PER_ROUND,
-    },
-    "greedy": {"bonus": {"class_path": "seiko.callbacks.Greedy"}, "queries_per_round": PER_ROUND},
-    # the whole budget on the pretrained model's samples, then fine-tuning on that one reward model
-    "non_adaptive": {
-        "bonus": {"class_path": "seiko.callbacks.Greedy"},
-        "queries_per_round": [BUDGET] + [0] * (ROUNDS - 1),
-    },
-}
-OTHER_METHODS = {
-    # the online loop's reward model (with the UCB bonus) steers the sampler; no training
-    "guidance": {
-        "bonus": {"class_path": "seiko.callbacks.UCBBonus", "init_args": {"beta": UCB_BETA}},
-        "queries_per_round": PER_ROUND,
-    },
-    # DDPO: every sample PPO learns from is measured; no reward model
-    "ppo": {"samples_per_update": 50, "ppo_epochs": 2, "clip_range": 1.0e-4},
-}
+METHODS = online_methods(UCB_BETA, BUDGET, ROUNDS)
+OTHER_METHODS = other_methods(UCB_BETA, BUDGET, ROUNDS)
 DENOISER = {
     "class_path": "seiko.lightning_modules.images.UNetDenoiser",
     "init_args": {

@@ -29,6 +29,8 @@ import sys
 from pathlib import Path
 
 import yaml
+from config_methods import PPO, online_methods
+from config_methods import other_methods as shared_other_methods
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,47 +92,11 @@ PER_ROUND = [BUDGET // ROUNDS] * ROUNDS
 
 
 def methods(ucb_beta: float) -> dict[str, dict]:
-    return {
-        "seiko_ucb": {
-            "bonus": {"class_path": "seiko.callbacks.UCBBonus", "init_args": {"beta": ucb_beta}},
-            "queries_per_round": PER_ROUND,
-        },
-        "seiko_bootstrap": {
-            "bonus": {"class_path": "seiko.callbacks.BootstrapBonus", "init_args": {"members": 4}},
-            "queries_per_round": PER_ROUND,
-        },
-        "seiko_ts": {
-            "bonus": {"class_path": "seiko.callbacks.ThompsonBonus", "init_args": {"members": 4}},
-            "queries_per_round": PER_ROUND,
-        },
-        "greedy": {
-            "bonus": {"class_path": "seiko.callbacks.Greedy"},
-            "queries_per_round": PER_ROUND,
-        },
-        # Non-adaptive: the whole budget is measured on the prior's samples before any
-        # fine-tuning; the model is then fine-tuned on that one reward model.
-        "non_adaptive": {
-            "bonus": {"class_path": "seiko.callbacks.Greedy"},
-            "queries_per_round": [BUDGET] + [0] * (ROUNDS - 1),
-        },
-    }
-
-
-#: The paper's other two families (reward-guided sampling and online PPO), at the same budget.
-PPO = {"samples_per_update": 50, "ppo_epochs": 2, "clip_range": 1.0e-4}
+    return online_methods(ucb_beta, BUDGET, ROUNDS)
 
 
 def other_methods(ucb_beta: float) -> dict[str, dict]:
-    return {
-        # Reward-guided sampling: the online loop's reward model (with the UCB bonus) steers
-        # sampling; the model itself is never trained.
-        "guidance": {
-            "bonus": {"class_path": "seiko.callbacks.UCBBonus", "init_args": {"beta": ucb_beta}},
-            "queries_per_round": PER_ROUND,
-        },
-        # DDPO: every sample PPO learns from is measured; no reward model.
-        "ppo": PPO,
-    }
+    return shared_other_methods(ucb_beta, BUDGET, ROUNDS)
 
 
 GUIDANCE_SCALE = 1.0
