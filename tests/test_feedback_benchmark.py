@@ -6,6 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +38,13 @@ def test_kept_runs_are_reused_only_while_the_fingerprint_matches(tmp_path, monke
     monkeypatch.setattr(bench, "task_spec", lambda task: {**spec, "budget": spec["budget"] + 1})
     assert bench.kept_run("harder", "seiko_ucb", 3) is None  # inputs changed: run it again
     assert not list(tmp_path.glob("*.tmp"))  # written atomically
+    monkeypatch.undo()
+    # a baseline kept from before the final-generator measure gets it from its first values
+    monkeypatch.setattr(bench, "RUNS", tmp_path)
+    monkeypatch.setattr(bench, "FINAL_SAMPLES", 2)
+    bench.keep_run("harder", "best_of_n", 0, {**run, "values": [0.1, float("nan"), 0.9]})
+    assert bench.kept_run("harder", "best_of_n", 0)["final_mean"] == pytest.approx(0.1)
+    assert bench.kept_run("harder", "best_of_n", 0)["final_validity"] == 0.5
 
 
 def test_every_task_reads_its_oracle_budget_and_prior_from_its_configs():
@@ -67,6 +75,38 @@ def test_training_set_picks_of_images_are_measured_and_keyed_as_the_online_loop_
     assert run["calls"] == 40 and run["validity"] == 1.0
     assert 0.0 <= run["top10"] <= 1.0 and 0.0 < run["diversity"] < 1.0
     # the digits are real: about one in ten is a confident 3
+    # the data are the "final generator" of this baseline: its first picks' mean
+    assert run["final_mean"] == pytest.approx(sum(run["values"]) / 40)
+    assert run["final_validity"] == 1.0
     values = sorted(run["values"], reverse=True)
     assert values[0] > 0.9 and values[len(values) // 2] < 0.5
     assert image_from_key(bench.image_key_of(designs[0])).size == (28, 28)
+
+
+def test_the_final_generator_is_measured_on_fresh_seeded_samples(monkeypatch):
+    bench = _benchmark()
+    monkeypatch.setattr(bench, "FINAL_SAMPLES", 12)
+    prior = bench._prior("harder")
+    first = bench.final_generator("harder", prior, seed=0)
+    assert 0.0 < first["final_mean"] < 1.0 and 0.0 < first["final_validity"] <= 1.0
+    assert bench.final_generator("harder", prior, seed=0) == first  # seeded
+    assert bench.final_generator("harder", prior, seed=1) != first
+    # infeasible designs are left out of the mean and counted as invalid
+    summary = bench.final_summary(torch.tensor([0.2, float("nan"), 0.4, float("nan")]))
+    assert summary == {"final_mean": pytest.approx(0.3), "final_validity": 0.5}
+    assert bench.final_summary(torch.tensor([float("nan")]))["final_validity"] == 0.0
+
+
+def test_the_table_says_when_a_kept_run_predates_a_measure():
+    bench = _benchmark()
+    base = {
+        k: 0.5
+        for k in ("top1", "top10", "last_round_mean", "auc_top10", "validity", "uniqueness")
+    }
+    base.update(diversity=0.1, seconds=3.0)
+    old, new = dict(base), {**base, "final_mean": 0.25}
+    text = bench.table({"harder": {"seiko_ucb": [old, new], "greedy": [old]}})
+    ucb = next(line for line in text.splitlines() if line.startswith("| SEIKO-UCB"))
+    greedy = next(line for line in text.splitlines() if line.startswith("| Greedy"))
+    assert "0.250 ± 0.000 (1 of 2 runs)" in ucb and "| 2 |" in ucb
+    assert "n/a" in greedy and "n/a" not in ucb
