@@ -100,8 +100,7 @@ def test_the_final_generator_is_measured_on_fresh_seeded_samples(monkeypatch):
 def test_the_table_says_when_a_kept_run_predates_a_measure():
     bench = _benchmark()
     base = {
-        k: 0.5
-        for k in ("top1", "top10", "last_round_mean", "auc_top10", "validity", "uniqueness")
+        k: 0.5 for k in ("top1", "top10", "last_round_mean", "auc_top10", "validity", "uniqueness")
     }
     base.update(diversity=0.1, seconds=3.0)
     old, new = dict(base), {**base, "final_mean": 0.25}
