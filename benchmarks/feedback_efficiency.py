@@ -247,13 +247,46 @@ def run_method(task: str, method: str, seed: int, out: Path) -> dict:
     return {**run, **final_generator(task, cli.model, seed)}
 
 
+#: the sampler settings that decide what a no-grad chain draws (the rest shape its gradient)
+SAMPLING_FIELDS = ("kind", "num_steps", "eta", "spacing")
+
+
+def _sampling(settings: dict) -> dict:
+    """``SAMPLING_FIELDS`` of ``settings`` over ``SamplerConfig``'s defaults."""
+    from dataclasses import asdict
+
+    from seiko.lightning_modules.base import SamplerConfig
+
+    merged = {**asdict(SamplerConfig()), **settings}
+    return {field: merged[field] for field in SAMPLING_FIELDS}
+
+
+def methods_sampler(task: str) -> dict:
+    """The sampling settings the task's methods draw with: their config's ``sampler`` (e.g. the
+    MNIST tasks run 20 steps; their prior was saved with 50)."""
+    init = _yaml(config_path(task, "seiko_ucb"))["model"]["init_args"]
+    return _sampling(init.get("sampler") or {})
+
+
+def _prior_hparams(task: str) -> dict:
+    path = ROOT / task_spec(task)["prior"]
+    return torch.load(path, map_location="cpu", weights_only=False)["hyper_parameters"]
+
+
+def prior_sampler(task: str) -> dict:
+    """The sampling settings saved with the task's prior."""
+    return _sampling(_prior_hparams(task).get("sampler") or {})
+
+
 def _prior(task: str) -> L.LightningModule:
-    """The pretrained prior, sampling what the task's configs sample: its ``target_label``'s
-    class where they design for one (DNA: HepG2), else as pretrained."""
+    """The pretrained prior, sampling what the task's methods sample at their first round: with
+    their sampler (``methods_sampler``) and their ``target_label``'s class where they design for
+    one (DNA: HepG2), else as pretrained."""
     target = _yaml(config_path(task, "seiko_ucb"))["model"]["init_args"].get("target_label")
     extra = {} if target is None else {"target_label": target}
+    sampler = {**(_prior_hparams(task).get("sampler") or {}), **methods_sampler(task)}
     return L.LightningModule.load_from_checkpoint(
-        ROOT / task_spec(task)["prior"], map_location="cpu", **extra
+        ROOT / task_spec(task)["prior"], map_location="cpu", sampler=sampler, **extra
     )
 
 
@@ -328,6 +361,8 @@ def fingerprint(task: str, method: str) -> str:
         target = _yaml(config_path(task, "seiko_ucb"))["model"]["init_args"].get("target_label")
         if method == "best_of_n" and target is not None:
             parts.append(f"target_label={target}")
+        if method == "best_of_n" and methods_sampler(task) != prior_sampler(task):
+            parts.append(f"sampler={json.dumps(methods_sampler(task), sort_keys=True)}")
     if method not in ("best_of_n", "training_set"):
         parts.append(_sha256(config_path(task, method)))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()

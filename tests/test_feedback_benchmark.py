@@ -109,3 +109,19 @@ def test_the_table_says_when_a_kept_run_predates_a_measure():
     greedy = next(line for line in text.splitlines() if line.startswith("| Greedy"))
     assert "0.250 ± 0.000 (1 of 2 runs)" in ucb and "| 2 |" in ucb
     assert "n/a" in greedy and "n/a" not in ucb
+
+
+def test_best_of_n_samples_with_the_methods_sampler_and_is_refingerprinted_when_it_differs(
+    monkeypatch,
+):
+    bench = _benchmark()
+    # the MNIST tasks' methods sample 20 steps; their prior was saved with 50
+    assert bench.prior_sampler("mnist_digit3")["num_steps"] == 50
+    assert bench.methods_sampler("mnist_digit3")["num_steps"] == 20
+    assert bench._prior("mnist_digit3").sampler.num_steps == 20
+    mnist = bench.fingerprint("mnist_digit3", "best_of_n")
+    # where the settings agree (the molecule tasks) nothing is added to the fingerprint
+    assert bench.methods_sampler("harder") == bench.prior_sampler("harder")
+    assert bench._prior("harder").sampler.num_steps == 50
+    monkeypatch.setattr(bench, "methods_sampler", bench.prior_sampler)  # as if they agreed
+    assert bench.fingerprint("mnist_digit3", "best_of_n") != mnist
