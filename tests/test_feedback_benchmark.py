@@ -109,6 +109,9 @@ def test_the_table_says_when_a_kept_run_predates_a_measure():
     greedy = next(line for line in text.splitlines() if line.startswith("| Greedy"))
     assert "0.250 ± 0.000 (1 of 2 runs)" in ucb and "| 2 |" in ucb
     assert "n/a" in greedy and "n/a" not in ucb
+    summary = bench.table({"harder": {"seiko_ucb": [new]}}, bench.SUMMARY_KEYS)
+    assert "| method | seeds | top10 | auc_top10 | final_mean |" in summary
+    assert "| SEIKO-UCB | 1 | 0.500 ± 0.000 | 0.500 ± 0.000 | 0.250 ± 0.000 |" in summary
 
 
 def test_best_of_n_samples_with_the_methods_sampler_and_is_refingerprinted_when_it_differs(
