@@ -4,6 +4,7 @@ Run from the repository root (the shipped priors under models/ are used)::
 
     python benchmarks/feedback_efficiency.py --tasks harder qed --seeds 0 1 2
     python benchmarks/feedback_efficiency.py --tasks mnist_incompressible3 --seeds 0
+    python benchmarks/feedback_efficiency.py --table-only --tasks harder mnist_incompressible3
 
 Tasks (``TASK_DIRS``): each is a directory ``configs/<domain>/<task>/`` of one config per method,
 written by ``scripts/make_{molecule,sequence,image}_configs.py``; the task's oracle, budget and
@@ -444,13 +445,20 @@ def main() -> None:
     parser.add_argument(
         "--rerun", action="store_true", help="run everything again, ignoring kept runs"
     )
+    parser.add_argument(
+        "--table-only",
+        action="store_true",
+        help="run nothing: rebuild the tables and plots of --tasks from the kept runs",
+    )
     args = parser.parse_args()
+    if args.table_only and args.rerun:
+        parser.error("--table-only and --rerun contradict each other")
     torch.set_num_threads(args.threads)
     out = ROOT / args.out
     results: dict[str, dict[str, list[dict]]] = {}
     for task in args.tasks:
         results[task] = {}
-        for method in args.methods:
+        for method in [] if args.table_only else args.methods:
             results[task][method] = []
             for seed in args.seeds:
                 run = None if args.rerun else kept_run(task, method, seed)
@@ -484,6 +492,10 @@ def main() -> None:
             if kept:
                 results[task][method] = kept
         results[task] = {m: results[task][m] for m in ALL_METHODS if m in results[task]}
+        if not results[task]:
+            print(f"{task}: no kept runs match the current inputs; nothing to tabulate")
+            del results[task]
+            continue
         budget = task_spec(task)["budget"]
         curves = {  # a run that met a duplicate paid fewer calls: its curve ends there (NaN)
             LABELS[m]: (

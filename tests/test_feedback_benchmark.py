@@ -128,3 +128,28 @@ def test_best_of_n_samples_with_the_methods_sampler_and_is_refingerprinted_when_
     assert bench._prior("harder").sampler.num_steps == 50
     monkeypatch.setattr(bench, "methods_sampler", bench.prior_sampler)  # as if they agreed
     assert bench.fingerprint("mnist_digit3", "best_of_n") != mnist
+
+
+def test_table_only_runs_nothing_and_tabulates_the_kept_runs(tmp_path, monkeypatch):
+    bench = _benchmark()
+    monkeypatch.setattr(bench, "RESULTS", tmp_path)
+    monkeypatch.setattr(bench, "RUNS", tmp_path / "runs")
+    run = {
+        **{k: 0.5 for k in bench.TABLE_KEYS},
+        "final_mean": 0.25,
+        "values": [0.1] * 5 + [0.5] * 10,
+        "seed": 0,
+    }
+    bench.keep_run("harder", "greedy", 0, run)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("--table-only ran a method")
+
+    for name in ("run_method", "run_best_of_n", "run_training_set"):
+        monkeypatch.setattr(bench, name, refuse)
+    monkeypatch.setattr(sys, "argv", ["fe", "--table-only", "--tasks", "harder", "qed"])
+    bench.main()
+    text = (tmp_path / "feedback_efficiency.md").read_text()
+    assert "| Greedy | 1 | 0.500 ± 0.000 | 0.500 ± 0.000 | 0.250 ± 0.000 |" in text
+    assert "## qed" not in text  # nothing kept for it: left out, not run
+    assert (tmp_path / "feedback_efficiency_harder.png").is_file()
