@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import Tensor, nn
+
+from seiko.nets.sequence import TimeClassConditioned
 
 
 class _ResidualBlock(nn.Module):
@@ -70,7 +71,7 @@ class _ResidualBlock(nn.Module):
         return h + y
 
 
-class ConvSequenceDenoiser(nn.Module):
+class ConvSequenceDenoiser(TimeClassConditioned, nn.Module):
     """Dilated residual 1-D CNN denoiser over sequence positions with a timestep embedding.
 
     Layout: a pointwise projection V -> ``channels``; ``n_blocks`` residual blocks, block b with
@@ -141,17 +142,8 @@ class ConvSequenceDenoiser(nn.Module):
 
         Returns: (B, L, V) the prediction.
         """
-        if x.shape[1:] != (self.seq_len, self.vocab_size):
-            raise ValueError(
-                f"expected input of shape (B, {self.seq_len}, {self.vocab_size}), "
-                f"got {tuple(x.shape)}"
-            )
-        emb = self.time_embed(self.time_proj(t).to(x.dtype))
-        if self.class_embed is not None:
-            if cond is None:  # unconditional: the null class
-                cond = t.new_full(t.shape, self.num_classes)
-            cond = torch.where(cond < 0, self.num_classes, cond)  # -1 also means "no class"
-            emb = emb + self.class_embed(cond)
+        self.check_input(x)
+        emb = self.time_class_embedding(t, cond, x.dtype)
         emb = nn.functional.silu(emb)  # TimestepEmbedding ends in a Linear: activate once here
         h = self.embed(x)
         for block in self.blocks:

@@ -11,7 +11,35 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import Tensor, nn
 
 
-class SequenceDenoiser(nn.Module):
+class TimeClassConditioned:
+    """What the sequence denoisers share: the (B, L, V) input check and the time + class
+    embedding. The host sets ``seq_len``, ``vocab_size``, ``num_classes``, ``time_proj``,
+    ``time_embed`` and ``class_embed`` (None when unconditional)."""
+
+    seq_len: int
+    vocab_size: int
+    num_classes: int | None
+
+    def check_input(self, x: Tensor) -> None:
+        if x.shape[1:] != (self.seq_len, self.vocab_size):
+            raise ValueError(
+                f"expected input of shape (B, {self.seq_len}, {self.vocab_size}), "
+                f"got {tuple(x.shape)}"
+            )
+
+    def time_class_embedding(self, t: Tensor, cond: Tensor | None, dtype: torch.dtype) -> Tensor:
+        """(B, E): the timestep embedding plus the class's; ``cond`` None or -1 is the null
+        class ``num_classes``."""
+        emb = self.time_embed(self.time_proj(t).to(dtype))
+        if self.class_embed is not None:
+            if cond is None:  # unconditional: the null class
+                cond = t.new_full(t.shape, self.num_classes)
+            cond = torch.where(cond < 0, self.num_classes, cond)  # -1 also means "no class"
+            emb = emb + self.class_embed(cond)
+        return emb
+
+
+class SequenceDenoiser(TimeClassConditioned, nn.Module):
     """Transformer denoiser over sequence positions with a timestep embedding.
 
     Args:
@@ -66,17 +94,7 @@ class SequenceDenoiser(nn.Module):
 
         Returns: (B, L, V) the prediction.
         """
-        if x.shape[1:] != (self.seq_len, self.vocab_size):
-            raise ValueError(
-                f"expected input of shape (B, {self.seq_len}, {self.vocab_size}), "
-                f"got {tuple(x.shape)}"
-            )
+        self.check_input(x)
         h = self.embed(x) + self.position
-        emb = self.time_embed(self.time_proj(t).to(x.dtype))
-        if self.class_embed is not None:
-            if cond is None:  # unconditional: the null class
-                cond = t.new_full(t.shape, self.num_classes)
-            cond = torch.where(cond < 0, self.num_classes, cond)  # -1 also means "no class"
-            emb = emb + self.class_embed(cond)
-        h = h + emb[:, None, :]
+        h = h + self.time_class_embedding(t, cond, x.dtype)[:, None, :]
         return self.head(self.norm(self.blocks(h)))
