@@ -219,3 +219,21 @@ def _ensemble() -> RewardEnsemble:
 def test_bad_data_and_arguments_are_reported(x, y, kwargs, message):
     with pytest.raises(ValueError, match=message):
         fit_ensemble(_ensemble(), x, y, **kwargs)
+
+
+def test_a_first_fit_never_keeps_the_random_initial_weights():
+    # Held-out targets anti-correlated with the training targets: every epoch of training makes
+    # the held-out loss worse than the near-constant random initial function. A refit would keep
+    # its starting weights then; a first fit must not (they are random, not a fitted model).
+    x, y = letter_data(200, seed=8)
+    held_out = _held_out(200, 0.3, 0)
+    y = torch.where(held_out, -y, y)
+    ensemble = RewardEnsemble((L, V), num_members=2, architecture="mlp", **SMALL)
+    start = [p.detach().clone() for p in ensemble.parameters()]
+    first = fit_ensemble(ensemble, x, y, epochs=5, lr=3e-3, val_fraction=0.3, patience=2)
+    assert all(e >= 1 for e in first.best_epoch)
+    assert any(not torch.equal(p, q) for p, q in zip(ensemble.parameters(), start, strict=True))
+    # the same data on a refit: training only hurts, so the starting weights are kept
+    second = fit_ensemble(ensemble, x, y, epochs=5, lr=3e-3, val_fraction=0.3, patience=2)
+    assert second.best_epoch == (0, 0)
+    torch.testing.assert_close(torch.tensor(second.val_loss), torch.tensor(first.val_loss))

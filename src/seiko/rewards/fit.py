@@ -18,8 +18,13 @@ moves between splits: warm-started weights are never validated on points they we
 That is why the split has its own seed: ``seed`` (bootstrap resamples, minibatch order) may change
 every round, ``split_seed`` should not.
 After every epoch each member's validation loss is measured; each member keeps its own best
-weights (including the weights it started from, so a warm-started fit never ends worse on the
-held-out data than it began). Fitting stops when no member has improved for ``patience`` epochs.
+weights. On a refit the weights it started from are a candidate too, so a warm-started fit never
+ends worse on the held-out data than it began. On the very first fit they are not: random initial
+weights predict a near-constant, and on a small, noisy held-out split (20 points in a first round of
+200) a constant can beat a trained model on squared error by chance. The benchmark saw exactly that
+(a round-0 model that kept its random weights, held-out Spearman -0.53, so that round's fine-tuning
+learned nothing); a first fit therefore always ends with trained weights (epoch >= 1).
+Fitting stops when no member has improved for ``patience`` epochs.
 With no validation points (tiny data, or ``val_fraction=0``) all epochs run and the last weights
 are kept.
 
@@ -57,6 +62,7 @@ the ensemble does; one thread (or ``OMP_WAIT_POLICY=PASSIVE``) avoids it. Number
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -256,6 +262,7 @@ def fit_ensemble(
                 patience,
                 generator,
                 progress,
+                keep_start=ensemble.num_fits > 0,
             )
     finally:
         for p, flag in zip(params, flags, strict=True):
@@ -386,16 +393,23 @@ def _train(
     patience: int,
     generator: torch.Generator,
     progress: bool,
+    keep_start: bool,
 ) -> tuple[int, Tensor, Tensor]:
     """The epoch loop with per-member early stopping; leaves each member's best weights in place.
+
+    ``keep_start``: the starting weights (epoch 0) are a candidate (a refit); else the first
+    epoch's weights always replace them (a first fit from random initial weights).
 
     Returns (epochs run, (M,) best epoch per member, (M,) best validation loss per member).
     """
     M = ensemble.num_members
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     validate = len(y_val) > 0
-    # Epoch 0 (the starting weights) is a candidate too: a warm start never ends up worse.
+    # On a refit epoch 0 (the starting weights) is a candidate too: a warm start never ends up
+    # worse. On a first fit it is not (random weights; see the module docstring).
     best_val = _losses(ensemble, x_val, y_val, None, batch_size)
+    if validate and not keep_start:
+        best_val = torch.full_like(best_val, math.inf)
     best_state = [p.detach().clone() for p in params]
     best_epoch = torch.zeros(M, dtype=torch.long)
     stale = torch.zeros(M, dtype=torch.long)
