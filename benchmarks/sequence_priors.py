@@ -21,7 +21,7 @@ thread of this shared machine, 256 aa ~1 s. Measured for samples and held-out al
   region; Levenshtein for RNA and protein against ``--reference`` training sequences), and the
   fraction of exact training copies;
 - length (RNA, protein): mean length, and for RNA the fraction of the target's length (74 nt);
-- the task oracle: DNA ``EnhancerScore("HepG2")``, RNA ``StructureMatch`` to tRNA DA0580 (74 nt;
+- the task oracle: DNA ``EnhancerScore("HepG2")``, RNA ``StructureMatch`` to tRNA DA1543 (74 nt;
   it folds into its own cloverleaf; a design of another length is NaN), protein
   ``HMMScore("data/hmm/Pkinase.hmm")``: mean (over feasible designs), top-10 mean, and the
   fraction of all designs above a threshold (enhancer > 0.5, structure match >= 0.9, >= 20 bits;
@@ -69,7 +69,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
 MODULES = {"dna": DNADiffusion, "rna": RNADiffusion, "protein": ProteinDiffusion}
 LETTERS = {"dna": "ACGT", "rna": "ACGU", "protein": "ACDEFGHIKLMNPQRSTVWY"}
-RNA_TARGET = "DA0580"
+RNA_TARGET = "DA1543"
 THRESHOLDS = {"dna": 0.5, "rna": 0.9, "protein": 20.0}
 
 

@@ -61,7 +61,7 @@ TASKS = {
     },
     "rna": {
         "task": "trna_structure",
-        "oracle": docs_oracle("rna-oracle"),  # StructureMatch to tRNA DA0580 (74 nt)
+        "oracle": docs_oracle("rna-oracle"),  # StructureMatch to tRNA DA1543 (74 nt)
         "target_label": None,
         "ucb_beta": 0.05,
     },

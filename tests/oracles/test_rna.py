@@ -177,5 +177,8 @@ def test_bad_constructor_arguments_name_the_value(tmp_path):
 def test_the_documented_config_builds_a_trna_target(monkeypatch):
     monkeypatch.chdir(ROOT)  # the YAML names data/... relative to the repository
     oracle = documented_oracle("rna-oracle")
-    assert isinstance(oracle, StructureMatch) and oracle.name == "structure_match:DA0580"
-    assert oracle([TRNA["DA0580"][0]]).item() == 1.0
+    assert isinstance(oracle, StructureMatch) and oracle.name == "structure_match:DA1543"
+    # a sequence designed for DA1543's cloverleaf (ViennaRNA inverse_fold from a random start)
+    designed = "UUACUUGUGCCUCUGCGAAGUGGGGAGGAAUAUAAGCGAUUCCAAAGUGGUGGCGUAUCCGCCCAGGUAGCAAU"
+    assert oracle([designed]).item() == 1.0
+    assert oracle([TRNA["DA0580"][0]]).item() < 0.8  # a tRNA folded into its own cloverleaf

@@ -1,0 +1,37 @@
+"""benchmarks/rna_targets.py: the RNA task's target is one the training tRNAs do not already fold into."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("rna_targets", ROOT / "benchmarks" / "rna_targets.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_structure_match_is_one_minus_the_base_pair_distance_per_position():
+    script = _script()
+    assert script.structure_match("((..))", "((..))") == 1.0
+    # one pair of three missing: d_bp = 1 over 8 positions
+    assert script.structure_match("((....))", "(((..)))") == 1 - 1 / 8
+
+
+def test_the_task_target_is_hard_for_the_training_data_and_the_old_one_was_not():
+    script = _script()
+    rows = {r["id"]: r for r in script.measure(min_count=50)}
+    task = script.task_spec("trna_structure")["oracle"]["init_args"]["target_id"]
+    assert task == "DA1543"
+    assert rows[task]["best"] < 0.7 and rows[task]["at_least_0.95"] == 0 and rows[task]["n"] > 100
+    # DA0580, the former target: training tRNAs fold into it exactly
+    assert rows["DA0580"]["best"] == 1.0 and rows["DA0580"]["at_least_0.95"] > 10
+    text = script.report(sorted(rows.values(), key=lambda r: r["best"]), task, shown=3)
+    assert "DA1543 (the task's target)" in text
