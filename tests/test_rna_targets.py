@@ -1,4 +1,4 @@
-"""benchmarks/rna_targets.py: the RNA task's target is one the training tRNAs do not already fold into."""
+"""benchmarks/rna_targets.py: the RNA task targets a structure the training tRNAs lack."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def _script():
     sys.path.insert(0, str(ROOT / "scripts"))
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("rna_targets", ROOT / "benchmarks" / "rna_targets.py")
+    spec = importlib.util.spec_from_file_location(
+        "rna_targets", ROOT / "benchmarks" / "rna_targets.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
