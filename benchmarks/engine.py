@@ -3,8 +3,14 @@
 Run from the repository root::
 
     python benchmarks/engine.py   # prints a table, writes benchmarks/results/engine.{json,md}
+    python benchmarks/engine.py --denoiser conv   # the same with ConvSequenceDenoiser
 
-What it measures, with one ``SequenceDenoiser`` and one batch throughout:
+What it measures, with one denoiser and one batch throughout: the transformer ``SequenceDenoiser``
+by default, or with ``--denoiser conv`` the convolutional ``ConvSequenceDenoiser`` (the DNA prior's
+network; results in benchmarks/results/engine_conv.{json,md}). The two differ in what a no-grad
+forward pass costs relative to a forward+backward: torch runs the transformer's no-grad forward
+through a fused fast path the autograd forward cannot take, so its own floor for (a) lies above 3;
+a convolution has no such path.
 
 (a) fine-tuning step time (chain with gradient + backward of the reward ``x0.sum()``, and of the KL
     when there is a reference) divided by no-grad sampling time: without checkpointing and without
@@ -53,7 +59,7 @@ from diffusers import DDIMScheduler
 from torch import nn
 
 from seiko.diffusion import GaussianSampler, NoiseSchedule
-from seiko.nets import SequenceDenoiser
+from seiko.nets import ConvSequenceDenoiser, SequenceDenoiser
 
 RESULTS = Path(__file__).parent / "results"
 TARGETS = {
@@ -76,12 +82,33 @@ class Setup:
     n_heads: int = 4
     timing_steps: int = 10
     num_train_timesteps: int = 1000
+    #: "transformer" (SequenceDenoiser, d_model/n_layers/n_heads) or "conv" (ConvSequenceDenoiser
+    #: at its defaults: 64 channels, 8 dilated blocks)
+    denoiser: str = "transformer"
+
+    def describe(self) -> str:
+        if self.denoiser == "conv":
+            return (
+                f"ConvSequenceDenoiser B={self.batch} L={self.seq_len} V={self.vocab} "
+                "(defaults: 64 channels, 8 blocks, kernel 9)"
+            )
+        return (
+            f"SequenceDenoiser B={self.batch} L={self.seq_len} V={self.vocab} "
+            f"d_model={self.d_model} layers={self.n_layers} heads={self.n_heads}"
+        )
 
 
 def build(setup: Setup) -> tuple[nn.Module, nn.Module, DDIMScheduler, torch.Tensor]:
     """Denoiser, frozen reference (a perturbed copy, so the KL is not zero), scheduler, x_T."""
     torch.manual_seed(0)
-    net = SequenceDenoiser(setup.vocab, setup.seq_len, setup.d_model, setup.n_layers, setup.n_heads)
+    if setup.denoiser == "conv":
+        net: nn.Module = ConvSequenceDenoiser(setup.vocab, setup.seq_len)
+    elif setup.denoiser == "transformer":
+        net = SequenceDenoiser(
+            setup.vocab, setup.seq_len, setup.d_model, setup.n_layers, setup.n_heads
+        )
+    else:
+        raise ValueError(f"denoiser must be 'transformer' or 'conv', got {setup.denoiser!r}")
     reference = copy.deepcopy(net)
     with torch.no_grad():
         for p in reference.parameters():
@@ -388,8 +415,7 @@ def report(result: dict) -> str:
     lines = [
         "# Engine benchmark (CPU)",
         "",
-        f"SequenceDenoiser B={s['batch']} L={s['seq_len']} V={s['vocab']} d_model={s['d_model']} "
-        f"layers={s['n_layers']} heads={s['n_heads']}; DDIM eta=1, {s['timing_steps']} steps "
+        f"{Setup(**s).describe()}; DDIM eta=1, {s['timing_steps']} steps "
         f"for the timings; torch {result['torch']}, {result['threads']} threads, "
         f"{result['machine']}; 1-min load average at the end: "
         f"{result['load_average_1min_at_end']:.1f}. Timing ratios: median (min-max) over "
@@ -421,12 +447,19 @@ def report(result: dict) -> str:
         "reference's no-grad forward (taken as one denoiser forward: same architecture); with "
         "kl_gradient=exact, plus the reference's recomputation and backward for its input only "
         "(it is frozen, but the exact gradient flows through its input x_t into the earlier "
-        "steps). The no-grad sampling pass uses torch's fused transformer fast path, which the "
-        "forward pass with autograd cannot use: that is why the model's own forward+backward "
-        "costs about 3.5 no-grad forwards here rather than 3. The checkpointed chain's first "
-        "pass runs without autograd, in eval mode by default, so it takes the fast path too; "
-        "in training mode (a'') it cannot, and its floor counts a training-mode no-grad forward "
-        "(measured) instead of 1.",
+        "steps). "
+        + (
+            "The no-grad sampling pass uses torch's fused transformer fast path, which the "
+            "forward pass with autograd cannot use: that is why the model's own forward+backward "
+            "costs about 3.3-3.5 no-grad forwards here rather than 3. The checkpointed chain's "
+            "first pass runs without autograd, in eval mode by default, so it takes the fast "
+            "path too; in training mode (a'') it cannot, and its floor counts a training-mode "
+            "no-grad forward (measured) instead of 1."
+            if s["denoiser"] == "transformer"
+            else "A convolutional denoiser has no fused no-grad path: its forward pass costs the "
+            "same with or without autograd, so its forward+backward is close to the textbook 3 "
+            "forwards; eval and training mode differ only where dropout is on (here it is off)."
+        ),
         "",
         f"Loop overhead per step with a denoiser that costs nothing (50 steps): GaussianSampler "
         f"{overhead['sample_ours']:.3f} ms, diffusers loop {overhead['sample_diffusers']:.3f} ms "
@@ -716,6 +749,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument(
+        "--denoiser",
+        choices=["transformer", "conv"],
+        default="transformer",
+        help="the sequence denoiser measured (conv writes benchmarks/results/engine_conv.*)",
+    )
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument(
         "--sd",
@@ -753,12 +792,13 @@ def main() -> None:
         )
         print(json.dumps(result))
         return
-    result = run(Setup(), args.repeats)
+    result = run(Setup(denoiser=args.denoiser), args.repeats)
     text = report(result)
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "engine.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "engine.md").write_text(text)
+    name = "engine" if args.denoiser == "transformer" else f"engine_{args.denoiser}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(text)
 
 
 if __name__ == "__main__":
