@@ -45,6 +45,28 @@ def test_ucb_bonus_shrinks_where_data_is_dense_and_can_be_clipped():
     assert clipped.bonus(torch.randn(20, 8) * 3).max() <= 0.01 + 1e-7
 
 
+def test_ucb_bonus_in_reward_stds_scales_with_the_fitted_rewards_spread():
+    from seiko.rewards import fit_ensemble
+
+    torch.manual_seed(0)
+    x, probe = torch.randn(80, 6), torch.randn(10, 6)
+    y = x[:, 0]
+    widths = {}
+    for factor in (1.0, 100.0):
+        torch.manual_seed(1)  # the same initial network for both scales
+        ensemble = RewardEnsemble((6,), num_members=1, architecture="mlp", hidden=8, num_layers=1)
+        report = fit_ensemble(ensemble, x, factor * y, epochs=2, val_fraction=0.0, seed=0)
+        plain = UCBBonus(beta=0.5).build(ensemble, x, round=0)
+        scaled = UCBBonus(beta=0.5, scale="reward_std").build(ensemble, x, round=0)
+        # the same width, times the std of the targets the network was fitted on
+        torch.testing.assert_close(scaled.bonus(probe), report.target_std * plain.bonus(probe))
+        widths[factor] = scaled.bonus(probe)
+    # rewards 100x larger (same data, same seed): a bonus 100x larger, as the reward itself is
+    torch.testing.assert_close(widths[100.0], 100 * widths[1.0], rtol=1e-3, atol=1e-6)
+    with pytest.raises(ValueError, match="scale='range' is not one of"):
+        UCBBonus(scale="range")
+
+
 def test_ucb_reward_is_differentiable_in_the_design():
     ensemble = RewardEnsemble((4, 3), num_members=1, hidden=8, channels=4)
     reward = UCBBonus().build(ensemble, torch.rand(20, 4, 3), round=0)
