@@ -55,9 +55,12 @@ def test_sequence_config_builds(config, monkeypatch, tmp_path):
     shipped = torch.load(prior, map_location="cpu", weights_only=False)
     if config.name == "pretrain.yaml":
         # the shipped prior was trained with this config's network
-        denoiser = spec["model"]["init_args"]["denoiser"]["init_args"]
-        saved = shipped["hyper_parameters"]["denoiser"]["init_args"]
-        assert {k: saved[k] for k in denoiser} == denoiser
+        denoiser = spec["model"]["init_args"]["denoiser"]
+        saved = shipped["hyper_parameters"]["denoiser"]
+        assert saved["class_path"].rsplit(".", 1)[-1] == denoiser["class_path"].rsplit(".", 1)[-1]
+        given = denoiser.get("init_args", {})
+        assert {k: saved["init_args"][k] for k in given} == given
+        assert_prior_network(cli.model.denoiser, prior, weights=False)
         assert cli.model.mode == "pretrain"
         return
     # a fine-tuning, guidance or PPO config starts from the shipped weights, in the same network
