@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -12,15 +11,12 @@ import torch
 from seiko.diffusion import GaussianSampler, NoiseSchedule
 from seiko.nets import ConvSequenceDenoiser, SequenceDenoiser
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from script_loader import load_script  # noqa: E402
 
 
 def _engine():
-    spec = importlib.util.spec_from_file_location("engine", ROOT / "benchmarks" / "engine.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["engine"] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/engine.py")
 
 
 @pytest.mark.parametrize(

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from script_loader import ROOT, load_script  # noqa: E402
 
 
 def _benchmark():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    spec = importlib.util.spec_from_file_location(
-        "feedback_efficiency", ROOT / "benchmarks" / "feedback_efficiency.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/feedback_efficiency.py")
 
 
 def test_kept_runs_are_reused_only_while_the_fingerprint_matches(tmp_path, monkeypatch):
