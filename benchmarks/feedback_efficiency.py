@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from make_molecule_configs import METHODS, OTHER_METHODS  # noqa: E402
 
 import seiko.lightning_modules  # noqa: E402, F401  (a checkpoint's class must be imported to load)
-from seiko.callbacks.exploration import design_keys, load_oracle  # noqa: E402
+from seiko.callbacks.exploration import OnlineExploration, design_keys, load_oracle  # noqa: E402
 from seiko.cli import build_cli  # noqa: E402
 from seiko.datamodules.molecules import canonical_smiles, read_smiles  # noqa: E402
 from seiko.metrics import InternalDiversity, LevenshteinDiversity  # noqa: E402
@@ -245,6 +245,11 @@ def run_method(task: str, method: str, seed: int, out: Path) -> dict:
     rows = [r for r in store.rows() if r.source == "oracle"]
     values = torch.tensor([r.value if r.feasible else math.nan for r in rows], dtype=torch.float64)
     run = summarise(task, [r.design for r in rows], values, [r.round for r in rows], seconds)
+    exploration = [c for c in cli.trainer.callbacks if isinstance(c, OnlineExploration)]
+    if exploration:  # per round: how the reward model ranked the round's fresh designs, etc.
+        run["rounds"] = [
+            {k: v for k, v in stats.items() if math.isfinite(v)} for stats in exploration[0].history
+        ]
     return {**run, **final_generator(task, cli.model, seed)}
 
 
@@ -349,9 +354,18 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _reward_features(task: str, method: str) -> str | None:
+    """The pretrained reward-feature checkpoint the method's config names, if any."""
+    for callback in _yaml(config_path(task, method))["trainer"].get("callbacks", []):
+        reward_model = callback.get("init_args", {}).get("reward_model") or {}
+        if reward_model.get("features"):
+            return reward_model["features"]
+    return None
+
+
 def fingerprint(task: str, method: str) -> str:
     """What a run's result depends on besides its seed: the method's config file (for the online
-    methods), the prior (best-of-N and every method that fine-tunes it), the training data
+    methods) and the reward features it names, the prior (best-of-N and every method that fine-tunes it), the training data
     (training-set picks) and the task's oracle, hashed together."""
     spec = task_spec(task)
     parts = [f"budget={spec['budget']}", json.dumps(spec["oracle"], sort_keys=True)]
@@ -366,6 +380,9 @@ def fingerprint(task: str, method: str) -> str:
             parts.append(f"sampler={json.dumps(methods_sampler(task), sort_keys=True)}")
     if method not in ("best_of_n", "training_set"):
         parts.append(_sha256(config_path(task, method)))
+        features = _reward_features(task, method)
+        if features is not None:  # pretrained reward features: their weights matter too
+            parts.append(_sha256(ROOT / features))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 

@@ -53,6 +53,15 @@ def test_sequence_config_builds(config, monkeypatch, tmp_path):
     domain = config.relative_to(ROOT / "configs").parts[0]
     prior = ROOT / "models" / domain / "prior.ckpt"
     shipped = torch.load(prior, map_location="cpu", weights_only=False)
+    if config.name == "features.yaml":
+        # the shipped reward features were trained with this config's network, on the data's labels
+        features = torch.load(ROOT / "models" / domain / "features.ckpt", weights_only=False)
+        assert cli.model.hparams.num_classes == len(cli.datamodule.labels) == 4
+        expected = {k: v.shape for k, v in cli.model.state_dict().items()}
+        assert {k: v.shape for k, v in features["state_dict"].items()} == expected
+        for key, value in spec["model"]["init_args"].items():
+            assert features["hyper_parameters"][key] == value
+        return
     if config.name == "pretrain.yaml":
         # the shipped prior was trained with this config's network
         denoiser = spec["model"]["init_args"]["denoiser"]
@@ -75,3 +84,5 @@ def test_sequence_config_builds(config, monkeypatch, tmp_path):
         assert cli.model.guidance_scale == 1.0
     if domain == "dna":
         assert cli.model.target_label == "HepG2_ENCLB029COU"
+        if method != "ppo":  # the reward ensemble reads the shipped pretrained features
+            assert feedback.features is not None and feedback.features.num_features == 128

@@ -77,6 +77,9 @@ class SeikoCLI(LightningCLI):
             "data.seq_len": "model.init_args.seq_len",
             "data.pad_symbol": "model.init_args.pad_symbol",
             "data.labels": "model.init_args.labels",  # where both sides have labels
+            # a SequenceClassifier (pretrained reward features) takes these itself
+            "data.vocab_size": "model.init_args.vocab_size",
+            "data.num_classes": "model.init_args.num_classes",
         }
         for source, target in links.items():
             parser.link_arguments(source, target, apply_on="instantiate")

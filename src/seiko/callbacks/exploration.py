@@ -40,7 +40,8 @@ from seiko.oracles.base import Oracle
 from seiko.oracles.ledger import OracleLedger
 from seiko.oracles.store import FeedbackStore
 from seiko.oracles.wrappers import load_oracle
-from seiko.rewards.ensemble import Architecture, RewardEnsemble
+from seiko.rewards.ensemble import Architecture, Pooling, RewardEnsemble
+from seiko.rewards.features import load_features
 from seiko.rewards.fit import InfeasibleRule, fit_ensemble
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,11 @@ log = logging.getLogger(__name__)
 class RewardModelConfig:
     """The reward ensemble's architecture and fitting (see ``seiko.rewards``).
 
-    The number of members comes from the bonus (UCB: 1, bootstrap/Thompson: M).
+    The number of members comes from the bonus (UCB: 1, bootstrap/Thompson: M). ``kernel_size``,
+    ``pool_size`` and ``pool`` are the CNN's (``RewardEnsemble``). ``features``: a
+    ``SequenceClassifier`` checkpoint (``seiko.rewards.features``) whose frozen, pretrained
+    features the ensemble (then ``architecture: mlp``) reads instead of the raw design; the
+    reward the module fine-tunes against is the composition, differentiable in the design.
     """
 
     architecture: Architecture = "cnn"
@@ -66,6 +71,29 @@ class RewardModelConfig:
     bootstrap: bool = True
     infeasible: InfeasibleRule = "floor"
     margin: float = 1.0
+    kernel_size: int | None = None
+    pool_size: int | None = None
+    pool: Pooling = "avg"
+    features: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.features is not None and self.architecture != "mlp":
+            raise ValueError(
+                f"reward_model.features={self.features!r} gives the ensemble (B, F) feature "
+                f"vectors, which architecture={self.architecture!r} cannot read: use "
+                "architecture: mlp"
+            )
+
+
+class FeatureReward(nn.Module):
+    """A reward on pretrained features: ``reward(features(x))``, differentiable in x."""
+
+    def __init__(self, features: nn.Module, reward: nn.Module) -> None:
+        super().__init__()
+        self.features, self.reward = features, reward
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.reward(self.features(x))
 
 
 def design_keys(pl_module: L.LightningModule, designs: list[Any]) -> list[str]:
@@ -153,6 +181,9 @@ class OnlineExploration(Callback):
         self.max_draws = max_draws
         self.ledger: OracleLedger | None = None
         self.ensemble: RewardEnsemble | None = None
+        self.features: nn.Module | None = (
+            None if self.reward_model.features is None else load_features(self.reward_model.features)
+        )
         self.history: list[dict[str, float]] = []
         self._pending_ensemble: dict[str, Any] | None = None
 
@@ -278,8 +309,12 @@ class OnlineExploration(Callback):
             pred = self.ensemble.mean(x.to(pl_module.device)).double().cpu()
         return float(spearman_corrcoef(pred[finite], y[finite]))
 
-    def _encode(self, pl_module: L.LightningModule, designs: list[str]) -> tuple[Tensor, Tensor]:
-        """Reward-space inputs of the designs the module can encode, and which ones those are."""
+    def _encode(
+        self, pl_module: L.LightningModule, designs: list[str], featurize: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        """Reward-space inputs of the designs the module can encode, and which ones those are;
+        with pretrained ``features`` (and ``featurize``), those inputs' features: what the
+        ensemble reads."""
         try:
             x = pl_module.encode(designs)
             keep = torch.ones(len(designs), dtype=torch.bool)
@@ -294,7 +329,13 @@ class OnlineExploration(Callback):
             keep = torch.tensor(mask, dtype=torch.bool)
             x = torch.cat(rows) if rows else torch.empty(0, *pl_module.data_shape)
         with torch.no_grad():
-            return pl_module.reward_input(x.to(pl_module.device)).cpu(), keep
+            x = pl_module.reward_input(x.to(pl_module.device))
+            if featurize and self.features is not None:
+                x = torch.cat(
+                    [self.features.to(x.device)(chunk) for chunk in x.split(256)]
+                    or [torch.empty(0, self.features.num_features, device=x.device)]
+                )
+            return x.cpu(), keep
 
     def _refit(
         self, trainer: L.Trainer, pl_module: L.LightningModule, round_: int
@@ -350,6 +391,9 @@ class OnlineExploration(Callback):
                 hidden=cfg.hidden,
                 channels=cfg.channels,
                 num_layers=cfg.num_layers,
+                kernel_size=cfg.kernel_size,
+                pool_size=cfg.pool_size,
+                pool=cfg.pool,
                 seed=self.seed,
             )
             if self._pending_ensemble is not None:
@@ -371,17 +415,20 @@ class OnlineExploration(Callback):
         self.ensemble.requires_grad_(False).eval()
         device = pl_module.device
         reward = self.bonus.build(self.ensemble.to(device), _to(measured, device), round_)
+        if self.features is not None:
+            reward = FeatureReward(self.features, reward)
         return reward.to(device).requires_grad_(False).eval()
 
     def _bonus_scale(self, pl_module: L.LightningModule) -> float:
         """Mean of (optimistic reward - ensemble mean) over the last 256 measured designs."""
         designs, _ = self.store.designs_and_values(oracle=self.oracle.name)
-        x, _ = self._encode(pl_module, designs[-256:])
+        x, _ = self._encode(pl_module, designs[-256:], featurize=False)
         if x.shape[0] == 0:
             return math.nan
         with torch.no_grad():
             x = x.to(pl_module.device)
-            return float((pl_module.reward(x) - self.ensemble.mean(x)).mean())
+            h = x if self.features is None else self.features.to(x.device)(x)
+            return float((pl_module.reward(x) - self.ensemble.mean(h)).mean())
 
     def _store_stats(self) -> dict[str, float]:
         _, values = self.store.designs_and_values(oracle=self.oracle.name)

@@ -10,4 +10,15 @@ and a documented rule for infeasible designs (NaN targets; see ``seiko.rewards.f
 from seiko.rewards.ensemble import RewardEnsemble, RewardMember
 from seiko.rewards.fit import FitReport, fit_ensemble, handle_infeasible
 
-__all__ = ["FitReport", "RewardEnsemble", "RewardMember", "fit_ensemble", "handle_infeasible"]
+from seiko.rewards.features import SequenceClassifier, SequenceFeatures, load_features
+
+__all__ = [
+    "FitReport",
+    "RewardEnsemble",
+    "RewardMember",
+    "SequenceClassifier",
+    "SequenceFeatures",
+    "fit_ensemble",
+    "handle_infeasible",
+    "load_features",
+]

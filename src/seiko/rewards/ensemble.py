@@ -27,6 +27,8 @@ from torch.nn import functional as F
 
 Architecture = Literal["mlp", "cnn"]
 ARCHITECTURES: tuple[str, ...] = ("mlp", "cnn")
+Pooling = Literal["avg", "max"]
+POOLINGS: tuple[str, ...] = ("avg", "max")
 
 
 def _uniform(shape: tuple[int, ...], bound: float, generator: torch.Generator) -> nn.Parameter:
@@ -95,8 +97,8 @@ class RewardEnsemble(nn.Module):
     ascent direction):
 
     * ``"mlp"``: flatten the input, ``num_layers`` hidden layers of width ``hidden``.
-    * ``"cnn"``: ``num_layers`` conv layers of ``channels`` channels, then average pooling to a
-      fixed grid, one hidden layer of width ``hidden``. For (L, V) sequences the conv is 1-D over
+    * ``"cnn"``: ``num_layers`` conv layers of ``channels`` channels, then average (``pool="avg"``)
+      or max (``pool="max"``) pooling to a fixed grid, one hidden layer of width ``hidden``. For (L, V) sequences the conv is 1-D over
       positions (V input channels, stride 1) and the pooling keeps ``pool_size`` position bins (so
       the reward can still depend on where a motif is); for (C, H, W) images the conv is 2-D with
       stride 2 and the pooling keeps a ``pool_size`` x ``pool_size`` grid.
@@ -118,6 +120,10 @@ class RewardEnsemble(nn.Module):
         kernel_size: odd conv kernel size; None: 5 for sequences, 3 for images.
         pool_size: pooled positions (sequences) or grid side (images); None: 8 for sequences,
             4 for images (at most the input's own size).
+        pool: "avg" or "max" pooling of the conv features. Max pooling with ``pool_size=1`` and a
+            kernel as wide as a binding site is the motif-scanner shape of DeepBind/Basset (a
+            feature is "this motif is somewhere"); it learns a motif-presence oracle from far fewer
+            measurements than averaging does (benchmarks/reward_architectures.py measures both).
         seed: seed of the weight initialisation.
     """
 
@@ -131,6 +137,7 @@ class RewardEnsemble(nn.Module):
         num_layers: int = 2,
         kernel_size: int | None = None,
         pool_size: int | None = None,
+        pool: Pooling = "avg",
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -139,6 +146,8 @@ class RewardEnsemble(nn.Module):
             raise ValueError(f"input_shape must be non-empty with positive sizes, got {shape}")
         if architecture not in ARCHITECTURES:
             raise ValueError(f"architecture={architecture!r} is not one of {ARCHITECTURES}")
+        if pool not in POOLINGS:
+            raise ValueError(f"pool={pool!r} is not one of {POOLINGS}")
         if architecture == "cnn" and len(shape) not in (2, 3):
             raise ValueError(
                 f"architecture='cnn' takes (L, V) sequences or (C, H, W) images, got input_shape "
@@ -158,6 +167,7 @@ class RewardEnsemble(nn.Module):
         generator = torch.Generator().manual_seed(seed)
 
         self.convs = nn.ModuleList()
+        self.pool = pool
         self.pool_size: tuple[int, ...] = ()
         if architecture == "cnn":
             dims = len(shape) - 1  # (L, V): 1-D over positions; (C, H, W): 2-D
@@ -228,8 +238,13 @@ class RewardEnsemble(nn.Module):
                 h = h.transpose(1, 2)  # (B, L, V) -> (B, V, L): the alphabet is the channels
             for conv in self.convs:
                 h = F.silu(conv(h, members))
-            pool = F.adaptive_avg_pool1d if len(self.pool_size) == 1 else F.adaptive_avg_pool2d
-            h = pool(h, self.pool_size)  # (B, m*C, *P), channels in member-major blocks
+            pools = {
+                ("avg", 1): F.adaptive_avg_pool1d,
+                ("avg", 2): F.adaptive_avg_pool2d,
+                ("max", 1): F.adaptive_max_pool1d,
+                ("max", 2): F.adaptive_max_pool2d,
+            }
+            h = pools[self.pool, len(self.pool_size)](h, self.pool_size)  # (B, m*C, *P), channels in member-major blocks
             m, width = len(range(self.num_members)[members]), self.hidden[0].weight.shape[1]
             h = h.reshape(h.shape[0], m, width).transpose(0, 1)  # (m, B, C*P)
         for layer in self.hidden:
