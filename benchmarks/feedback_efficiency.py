@@ -42,6 +42,7 @@ over seeds).
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -64,7 +65,11 @@ import seiko.lightning_modules  # noqa: E402, F401  (a checkpoint's class must b
 from seiko.callbacks.exploration import OnlineExploration, design_keys, load_oracle  # noqa: E402
 from seiko.cli import build_cli  # noqa: E402
 from seiko.datamodules.molecules import canonical_smiles, read_smiles  # noqa: E402
-from seiko.metrics import InternalDiversity, LevenshteinDiversity  # noqa: E402
+from seiko.metrics import (  # noqa: E402
+    InternalDiversity,
+    KmerSpectrumCorrelation,
+    LevenshteinDiversity,
+)
 from seiko.metrics.oracle_budget import top_k_auc  # noqa: E402
 from seiko.oracles.base import import_object  # noqa: E402
 from seiko.oracles.store import FeedbackStore  # noqa: E402
@@ -181,6 +186,42 @@ def final_summary(values: torch.Tensor) -> dict:
     }
 
 
+@functools.cache
+def realism_reference(task: str) -> tuple[tuple[str, ...], str] | None:
+    """The held-out sequences a sequence task's designs are compared with for realism, and their
+    alphabet: the prior's test split (validation where it has none), and for a task that designs
+    for one class (DNA: HepG2) only that class's regions. None for other domains."""
+    if domain(task) not in ("dna", "rna", "protein"):
+        return None
+    from seiko.datamodules.sequences import ALPHABETS
+
+    args = training_data(task)["init_args"]
+    module = import_object(training_data(task)["class_path"])(
+        **{**args, "path": str(ROOT / args["path"])}
+    )
+    module.setup("fit")
+    split = "test" if module.sequences["test"] else "val"
+    held = module.sequences[split]
+    target = _yaml(config_path(task, "seiko_ucb"))["model"]["init_args"].get("target_label")
+    if target is not None:
+        labels = {"test": module.test_set, "val": module.val_set}[split].tensors[1].tolist()
+        k = module.labels.index(target)
+        held = [s for s, c in zip(held, labels, strict=True) if c == k]
+    return tuple(held), ALPHABETS[args["alphabet"]]
+
+
+def kmer_realism(task: str, designs: list) -> dict:
+    """``final_kmer_r``: Pearson r of the designs' 3-mer spectrum with the held-out one
+    (``KmerSpectrumCorrelation``, DRAKES' realism check); empty for non-sequence tasks."""
+    reference = realism_reference(task)
+    if reference is None:
+        return {}
+    held, alphabet = reference
+    metric = KmerSpectrumCorrelation(reference=held, alphabet=alphabet, k=3)
+    metric.update([d for d in designs if d and set(d) <= set(alphabet)])
+    return {"final_kmer_r": float(metric.compute())}
+
+
 def final_generator(task: str, model: L.LightningModule, seed: int) -> dict:
     """The true reward of ``FINAL_SAMPLES`` fresh samples of the method's final model (its
     fine-tuned weights; in guidance mode the sampler steered by the last reward model), seeded
@@ -193,7 +234,10 @@ def final_generator(task: str, model: L.LightningModule, seed: int) -> dict:
         n = min(100, FINAL_SAMPLES - first)
         designs += model.decode(model.sample(n, generator=generator))
     values = load_oracle(task_spec(task)["oracle"])(designs)
-    return final_summary(torch.as_tensor(values, dtype=torch.float64))
+    return {
+        **final_summary(torch.as_tensor(values, dtype=torch.float64)),
+        **kmer_realism(task, designs),
+    }
 
 
 def summarise(
@@ -309,7 +353,12 @@ def run_best_of_n(task: str, seed: int) -> dict:
     keys = design_keys(model, designs)
     run = summarise(task, keys, values, [0] * len(designs), time.perf_counter() - start)
     values = torch.as_tensor(values, dtype=torch.float64)
-    return {**run, **final_summary(values[:FINAL_SAMPLES])}  # the final generator: the prior
+    # the final generator: the prior
+    return {
+        **run,
+        **final_summary(values[:FINAL_SAMPLES]),
+        **kmer_realism(task, keys[:FINAL_SAMPLES]),
+    }
 
 
 def training_designs(task: str) -> list:
@@ -343,7 +392,11 @@ def run_training_set(task: str, seed: int) -> dict:
         designs = [image_key_of(image) for image in designs]
     run = summarise(task, designs, values, [0] * len(designs), time.perf_counter() - start)
     values = torch.as_tensor(values, dtype=torch.float64)
-    return {**run, **final_summary(values[:FINAL_SAMPLES])}  # the "generator": the data
+    return {  # the "generator": the data
+        **run,
+        **final_summary(values[:FINAL_SAMPLES]),
+        **kmer_realism(task, designs[:FINAL_SAMPLES]),
+    }
 
 
 def _sha256(path: Path) -> str:
@@ -415,6 +468,7 @@ TABLE_KEYS = (
     "top10",
     "last_round_mean",
     "final_mean",
+    "final_kmer_r",
     "auc_top10",
     "validity",
     "uniqueness",
@@ -422,7 +476,7 @@ TABLE_KEYS = (
     "seconds",
 )
 #: the paper's comparison at a glance: the feedback measures and the final generator's quality
-SUMMARY_KEYS = ("top10", "auc_top10", "final_mean")
+SUMMARY_KEYS = ("top10", "auc_top10", "final_mean", "final_kmer_r")
 
 
 def table(results: dict, keys: tuple[str, ...] = TABLE_KEYS) -> str:
@@ -431,11 +485,13 @@ def table(results: dict, keys: tuple[str, ...] = TABLE_KEYS) -> str:
     for task, methods in results.items():
         budget = task_spec(task)["budget"]
         lines += [f"## {task} ({domain(task)}, budget {budget} oracle calls)", ""]
-        lines.append("| method | seeds | " + " | ".join(keys) + " |")
-        lines.append("|---|---|" + "---|" * len(keys))
+        # a measure no run of the task has (final_kmer_r off the sequence tasks) gets no column
+        shown = [k for k in keys if any(k in r for runs in methods.values() for r in runs)]
+        lines.append("| method | seeds | " + " | ".join(shown) + " |")
+        lines.append("|---|---|" + "---|" * len(shown))
         for method, runs in methods.items():
             cells = []
-            for key in keys:
+            for key in shown:
                 # a run kept from before a measure was added lacks it: the cell says over how many
                 have = [r[key] for r in runs if key in r]
                 vals = [v for v in have if math.isfinite(v)]

@@ -147,3 +147,24 @@ def test_table_only_runs_nothing_and_tabulates_the_kept_runs(tmp_path, monkeypat
     assert "| Greedy | 1 | 0.500 ± 0.000 | 0.500 ± 0.000 | 0.250 ± 0.000 |" in text
     assert "## qed" not in text  # nothing kept for it: left out, not run
     assert (tmp_path / "feedback_efficiency_harder.png").is_file()
+
+
+def test_sequence_realism_is_the_3mer_r_to_held_out_regions_of_the_designed_class():
+    bench = _benchmark()
+    held, alphabet = bench.realism_reference("hepg2_enhancer")
+    assert alphabet == "ACGT" and 100 < len(held) < 1000  # HepG2's chr1 regions only
+    assert bench.realism_reference("harder") is None and bench.kmer_realism("harder", []) == {}
+    real = bench.kmer_realism("hepg2_enhancer", list(held[:100]))["final_kmer_r"]
+    repeats = bench.kmer_realism("hepg2_enhancer", ["ACGTTA" * 33 + "AC"] * 100)["final_kmer_r"]
+    assert real > 0.95 and repeats < 0.5
+
+
+def test_a_measure_no_run_of_a_task_has_gets_no_column():
+    bench = _benchmark()
+    run = {k: 0.5 for k in bench.TABLE_KEYS if k != "final_kmer_r"}
+    text = bench.table(
+        {"harder": {"greedy": [run]}, "hepg2_enhancer": {"greedy": [{**run, "final_kmer_r": 0.9}]}}
+    )
+    molecules, dna = text.split("## hepg2_enhancer")
+    assert "final_kmer_r" not in molecules and "n/a" not in molecules
+    assert "final_kmer_r" in dna and "0.900 ± 0.000" in dna
