@@ -138,6 +138,11 @@ class OnlineExploration(Callback):
         seed: seeds the sampling of queries and the reward fits (per round, per rank).
         fit_progress: show a progress bar while fitting the reward model.
         max_draws: samplings per round to fill its quota with designs not measured before.
+        kl_budget: a per-round trust region: once a fine-tuning step's chain KL to the round's
+            reference (``train/kl``, in the sampler's ``kl_reduction`` units) exceeds it, the
+            round's remaining steps are skipped (the module's ``stop_round``), like PPO's
+            ``target_kl``. None: every step runs. Against a round that climbs the reward model's
+            errors on designs it has never seen (the molecules' final-phase overshoot).
     """
 
     def __init__(
@@ -154,6 +159,7 @@ class OnlineExploration(Callback):
         seed: int = 0,
         fit_progress: bool = False,
         max_draws: int = 4,
+        kl_budget: float | None = None,
     ) -> None:
         if budget < 1:
             raise ValueError(f"budget must be >= 1, got {budget}")
@@ -179,6 +185,9 @@ class OnlineExploration(Callback):
         if max_draws < 1:
             raise ValueError(f"max_draws must be >= 1, got {max_draws}")
         self.max_draws = max_draws
+        if kl_budget is not None and not kl_budget > 0:
+            raise ValueError(f"kl_budget must be > 0 or None, got {kl_budget}")
+        self.kl_budget = kl_budget
         self.ledger: OracleLedger | None = None
         self.ensemble: RewardEnsemble | None = None
         self.features: nn.Module | None = (
@@ -219,8 +228,26 @@ class OnlineExploration(Callback):
             )
 
     # ------------------------------------------------------------------ one round
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        if self.kl_budget is None or getattr(pl_module, "mode", None) != "finetune":
+            return
+        kl = trainer.callback_metrics.get("train/kl")
+        over = kl is not None and float(kl) > self.kl_budget
+        # every rank must skip together (a rank left in the epoch would wait in its all-reduce)
+        over = trainer.strategy.reduce_boolean_decision(over, all=False)
+        if over and not pl_module.stop_round:
+            pl_module.stop_round = True  # the module skips the round's remaining steps
+            self.history[-1]["finetune/steps"] = float(idx + 1)
+            rank_zero_info(
+                f"round {trainer.current_epoch}: chain KL {float(kl):.4g} > kl_budget "
+                f"{self.kl_budget:g} after {idx + 1} steps; the round's other steps are skipped"
+            )
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         round_ = trainer.current_epoch
+        pl_module.stop_round = False
         if round_ == 0 or self.reference == "previous" or pl_module.reference is None:
             pl_module.snapshot_reference()
         quota = self._broadcast(trainer, self._quota(round_) if trainer.is_global_zero else None)

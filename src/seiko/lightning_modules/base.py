@@ -168,6 +168,8 @@ class DiffusionModule(L.LightningModule):
         # Not registered as submodules: the reward is a plain callable owned by whoever set it, and
         # the reference is frozen (it travels in the checkpoint through on_save_checkpoint).
         self.reward: Reward | None = None
+        # set by a callback (OnlineExploration's kl_budget) to skip the epoch's remaining steps
+        self.stop_round = False
         self.set_reference(None)
         if pretrained_checkpoint is not None:
             self.load_denoiser(pretrained_checkpoint)
@@ -363,6 +365,10 @@ class DiffusionModule(L.LightningModule):
             self.snapshot_reference()  # KL to the model fine-tuning started from
         if self.reference is not None:
             self.reference.to(self.device)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        """-1 (Lightning: skip the rest of this epoch) once ``stop_round`` is set."""
+        return -1 if self.stop_round else None
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         if self.mode == "pretrain":
