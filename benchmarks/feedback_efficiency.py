@@ -418,8 +418,9 @@ def _reward_features(task: str, method: str) -> str | None:
 
 def fingerprint(task: str, method: str) -> str:
     """What a run's result depends on besides its seed: the method's config file (for the online
-    methods) and the reward features it names, the prior (best-of-N and every method that fine-tunes it), the training data
-    (training-set picks) and the task's oracle, hashed together."""
+    methods) and the reward features it names, the prior (best-of-N and every method that
+    fine-tunes it), the training data (training-set picks) and the task's oracle, hashed
+    together."""
     spec = task_spec(task)
     parts = [f"budget={spec['budget']}", json.dumps(spec["oracle"], sort_keys=True)]
     if method == "training_set":

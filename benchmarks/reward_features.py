@@ -42,8 +42,14 @@ DATA = ROOT / "data" / "dna_dhs_human_200bp_16k.tsv.gz"
 FEATURES = ROOT / "models" / "dna" / "features.ckpt"
 VARIANTS = {
     "cnn": {"architecture": "cnn"},
-    "cnn-max": {"architecture": "cnn", "kernel_size": 15, "pool": "max", "pool_size": 1,
-                "channels": 32, "num_layers": 1},
+    "cnn-max": {
+        "architecture": "cnn",
+        "kernel_size": 15,
+        "pool": "max",
+        "pool_size": 1,
+        "channels": 32,
+        "num_layers": 1,
+    },
     "features": {"architecture": "mlp", "num_layers": 1},
 }
 
@@ -89,8 +95,10 @@ def measure(sizes: list[int], seeds: list[int]) -> list[dict]:
                 rows.append(
                     {"variant": variant, "n": n, "seed": seed, "spearman": rho, "seconds": seconds}
                 )
-                print(f"{variant:9s} n={n:5d} seed={seed}: spearman {rho:+.3f} ({seconds:.1f} s)",
-                      flush=True)
+                print(
+                    f"{variant:9s} n={n:5d} seed={seed}: spearman {rho:+.3f} ({seconds:.1f} s)",
+                    flush=True,
+                )
     return rows
 
 

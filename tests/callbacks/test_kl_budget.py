@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -16,20 +16,12 @@ from seiko.lightning_modules.biosequences import DNADiffusion
 from seiko.nets import SequenceDenoiser
 from seiko.oracles import FunctionOracle
 
-DHS = Path(__file__).resolve().parents[2] / "data" / "dna_dhs_human_200bp_16k.tsv.gz"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from trainers import quiet_trainer  # noqa: E402
 
 
 def gc(design: str) -> float:
     return (design.count("G") + design.count("C")) / len(design)
-
-
-@pytest.fixture(scope="module")
-def dhs(tmp_path_factory) -> Path:
-    with gzip.open(DHS, "rt", encoding="utf-8") as handle:
-        lines = handle.read().splitlines()
-    path = tmp_path_factory.mktemp("dhs") / "dhs.tsv"
-    path.write_text("\n".join([lines[0], *lines[1::800]]) + "\n")
-    return path
 
 
 def run(dhs: Path, tmp_path: Path, kl_budget: float | None) -> tuple[L.Trainer, OnlineExploration]:
@@ -37,30 +29,42 @@ def run(dhs: Path, tmp_path: Path, kl_budget: float | None) -> tuple[L.Trainer, 
     data = SequenceDataModule(str(dhs), batch_size=4)
     denoiser = SequenceDenoiser(4, 200, d_model=16, n_layers=1, n_heads=2)
     model = DNADiffusion(
-        denoiser, data.vocabulary, 200, mode="finetune", kl_weight=0.01,
-        schedule=ScheduleConfig(num_train_timesteps=50), sampler=SamplerConfig(num_steps=3),
+        denoiser,
+        data.vocabulary,
+        200,
+        mode="finetune",
+        kl_weight=0.01,
+        schedule=ScheduleConfig(num_train_timesteps=50),
+        sampler=SamplerConfig(num_steps=3),
         optimizer=lambda params: torch.optim.Adam(params, lr=1e-2),
     )
     exploration = OnlineExploration(
-        FunctionOracle(gc), budget=16, queries_per_round=[8, 8], bonus=Greedy(),
-        reward_model={"epochs": 2}, sample_batch_size=8, kl_budget=kl_budget,
+        FunctionOracle(gc),
+        budget=16,
+        queries_per_round=[8, 8],
+        bonus=Greedy(),
+        reward_model={"epochs": 2},
+        sample_batch_size=8,
+        kl_budget=kl_budget,
     )
-    trainer = L.Trainer(
-        accelerator="cpu", max_epochs=2, limit_train_batches=4, limit_val_batches=0,
-        callbacks=[exploration], default_root_dir=tmp_path, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    trainer = quiet_trainer(
+        max_epochs=2,
+        limit_train_batches=4,
+        limit_val_batches=0,
+        callbacks=[exploration],
+        default_root_dir=tmp_path,
     )
     trainer.fit(model, datamodule=data)
     return trainer, exploration
 
 
-def test_a_round_stops_once_the_chain_kl_exceeds_the_budget(dhs, tmp_path):
+def test_a_round_stops_once_the_chain_kl_exceeds_the_budget(dhs_table, tmp_path):
     # each round's first step runs at KL 0 (the reference is the model as the round starts);
     # after one update the KL is positive and, over a tiny budget, ends the round at step 2
-    trainer, exploration = run(dhs, tmp_path / "tight", kl_budget=1e-12)
+    trainer, exploration = run(dhs_table, tmp_path / "tight", kl_budget=1e-12)
     assert trainer.global_step == 2 * 2
     assert [h.get("finetune/steps") for h in exploration.history] == [2.0, 2.0]
-    trainer, exploration = run(dhs, tmp_path / "loose", kl_budget=1e9)
+    trainer, exploration = run(dhs_table, tmp_path / "loose", kl_budget=1e9)
     assert trainer.global_step == 2 * 4
     assert all("finetune/steps" not in h for h in exploration.history)
 

@@ -4,7 +4,6 @@ conditioning, checkpoints, the online loop and ``seiko fit`` through the CLI."""
 from __future__ import annotations
 
 import csv
-import gzip
 import math
 from pathlib import Path
 
@@ -38,16 +37,6 @@ def tiny(cls, vocabulary: list[str], seq_len: int, num_classes: int | None = Non
     kwargs.setdefault("schedule", ScheduleConfig(num_train_timesteps=50))
     kwargs.setdefault("sampler", SamplerConfig(num_steps=3))
     return cls(denoiser, vocabulary, seq_len, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def dhs_table(tmp_path_factory) -> Path:
-    """40 real DHS rows (every 400th of the shipped file): all four cell types, all splits."""
-    with gzip.open(DHS, "rt", encoding="utf-8") as handle:
-        lines = handle.read().splitlines()
-    path = tmp_path_factory.mktemp("dhs") / "dhs.tsv"
-    path.write_text("\n".join([lines[0], *lines[1::400]]) + "\n")
-    return path
 
 
 def gc_fraction(design: str) -> float:

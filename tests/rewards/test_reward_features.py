@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -18,6 +19,9 @@ from seiko.nets import SequenceDenoiser
 from seiko.oracles import FunctionOracle
 from seiko.oracles.store import FeedbackStore
 from seiko.rewards import RewardEnsemble, SequenceClassifier, SequenceFeatures, load_features
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from trainers import quiet_trainer  # noqa: E402
 
 MOTIF = "GATAAGCT"
 
@@ -45,7 +49,7 @@ def motif_table(tmp_path_factory) -> Path:
     sequences, labels = planted(160, 40, seed=0)
     path = tmp_path_factory.mktemp("motif") / "motif.tsv"
     rows = ["id\tsequence\tlabel"] + [
-        f"s{i}\t{s}\t{y}" for i, (s, y) in enumerate(zip(sequences, labels))
+        f"s{i}\t{s}\t{y}" for i, (s, y) in enumerate(zip(sequences, labels, strict=True))
     ]
     path.write_text("\n".join(rows) + "\n")
     return path
@@ -56,16 +60,26 @@ def trained(motif_table: Path, tmp_path_factory) -> tuple[SequenceClassifier, Pa
     """A SequenceClassifier trained by a Lightning Trainer on the labelled datamodule, saved."""
     L.seed_everything(0)
     data = SequenceDataModule(
-        str(motif_table), alphabet="dna", seq_len=40, label_column="label", id_column="id",
-        batch_size=32, val_fraction=0.2,
+        str(motif_table),
+        alphabet="dna",
+        seq_len=40,
+        label_column="label",
+        id_column="id",
+        batch_size=32,
+        val_fraction=0.2,
     )
     model = SequenceClassifier(
-        vocab_size=4, num_classes=2, channels=16, kernel_size=9, kernel_size2=3, pool=2,
-        reverse_complement=True, lr=3e-3,
+        vocab_size=4,
+        num_classes=2,
+        channels=16,
+        kernel_size=9,
+        kernel_size2=3,
+        pool=2,
+        reverse_complement=True,
+        lr=3e-3,
     )
-    trainer = L.Trainer(
-        accelerator="cpu", max_epochs=40, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+    trainer = quiet_trainer(
+        max_epochs=40,
     )
     trainer.fit(model, datamodule=data)
     path = tmp_path_factory.mktemp("features") / "features.ckpt"
@@ -152,14 +166,23 @@ def test_online_loop_fits_the_reward_on_pretrained_features(trained, motif_table
     module fine-tunes against their composition, and the store holds every paid answer."""
     _, path = trained
     data = SequenceDataModule(
-        str(motif_table), alphabet="dna", seq_len=40, label_column=None, id_column="id",
+        str(motif_table),
+        alphabet="dna",
+        seq_len=40,
+        label_column=None,
+        id_column="id",
         batch_size=4,
     )
     torch.manual_seed(0)
     denoiser = SequenceDenoiser(4, 40, d_model=16, n_layers=1, n_heads=2)
     model = DNADiffusion(
-        denoiser, ["A", "C", "G", "T"], 40, mode="finetune", kl_weight=0.01,
-        schedule=ScheduleConfig(num_train_timesteps=50), sampler=SamplerConfig(num_steps=3),
+        denoiser,
+        ["A", "C", "G", "T"],
+        40,
+        mode="finetune",
+        kl_weight=0.01,
+        schedule=ScheduleConfig(num_train_timesteps=50),
+        sampler=SamplerConfig(num_steps=3),
     )
     exploration = OnlineExploration(
         FunctionOracle(motif_oracle),
@@ -169,10 +192,12 @@ def test_online_loop_fits_the_reward_on_pretrained_features(trained, motif_table
         reward_model={"architecture": "mlp", "features": str(path), "epochs": 3},
         sample_batch_size=8,
     )
-    trainer = L.Trainer(
-        accelerator="cpu", max_epochs=2, limit_train_batches=1, limit_val_batches=0,
-        callbacks=[exploration], default_root_dir=tmp_path, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    trainer = quiet_trainer(
+        max_epochs=2,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        callbacks=[exploration],
+        default_root_dir=tmp_path,
     )
     before = [p.detach().clone() for p in model.denoiser.parameters()]
     trainer.fit(model, datamodule=data)
@@ -182,4 +207,6 @@ def test_online_loop_fits_the_reward_on_pretrained_features(trained, motif_table
     x = one_hot(planted(4, 40, seed=3)[0]).requires_grad_(True)
     model.reward(x).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.denoiser.parameters()))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, model.denoiser.parameters(), strict=True)
+    )

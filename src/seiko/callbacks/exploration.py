@@ -191,7 +191,9 @@ class OnlineExploration(Callback):
         self.ledger: OracleLedger | None = None
         self.ensemble: RewardEnsemble | None = None
         self.features: nn.Module | None = (
-            None if self.reward_model.features is None else load_features(self.reward_model.features)
+            None
+            if self.reward_model.features is None
+            else load_features(self.reward_model.features)
         )
         self.history: list[dict[str, float]] = []
         self._pending_ensemble: dict[str, Any] | None = None
@@ -357,12 +359,17 @@ class OnlineExploration(Callback):
             x = torch.cat(rows) if rows else torch.empty(0, *pl_module.data_shape)
         with torch.no_grad():
             x = pl_module.reward_input(x.to(pl_module.device))
-            if featurize and self.features is not None:
-                x = torch.cat(
-                    [self.features.to(x.device)(chunk) for chunk in x.split(256)]
-                    or [torch.empty(0, self.features.num_features, device=x.device)]
-                )
-            return x.cpu(), keep
+            return (self._featurize(x) if featurize else x).cpu(), keep
+
+    def _featurize(self, x: Tensor) -> Tensor:
+        """What the ensemble reads of reward-space inputs: the pretrained features, if any."""
+        if self.features is None:
+            return x
+        with torch.no_grad():
+            return torch.cat(
+                [self.features.to(x.device)(chunk) for chunk in x.split(256)]
+                or [torch.empty(0, self.features.num_features, device=x.device)]
+            )
 
     def _refit(
         self, trainer: L.Trainer, pl_module: L.LightningModule, round_: int
@@ -454,8 +461,7 @@ class OnlineExploration(Callback):
             return math.nan
         with torch.no_grad():
             x = x.to(pl_module.device)
-            h = x if self.features is None else self.features.to(x.device)(x)
-            return float((pl_module.reward(x) - self.ensemble.mean(h)).mean())
+            return float((pl_module.reward(x) - self.ensemble.mean(self._featurize(x))).mean())
 
     def _store_stats(self) -> dict[str, float]:
         _, values = self.store.designs_and_values(oracle=self.oracle.name)

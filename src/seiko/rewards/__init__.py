@@ -8,9 +8,8 @@ and a documented rule for infeasible designs (NaN targets; see ``seiko.rewards.f
 """
 
 from seiko.rewards.ensemble import RewardEnsemble, RewardMember
-from seiko.rewards.fit import FitReport, fit_ensemble, handle_infeasible
-
 from seiko.rewards.features import SequenceClassifier, SequenceFeatures, load_features
+from seiko.rewards.fit import FitReport, fit_ensemble, handle_infeasible
 
 __all__ = [
     "FitReport",

@@ -98,10 +98,11 @@ class RewardEnsemble(nn.Module):
 
     * ``"mlp"``: flatten the input, ``num_layers`` hidden layers of width ``hidden``.
     * ``"cnn"``: ``num_layers`` conv layers of ``channels`` channels, then average (``pool="avg"``)
-      or max (``pool="max"``) pooling to a fixed grid, one hidden layer of width ``hidden``. For (L, V) sequences the conv is 1-D over
-      positions (V input channels, stride 1) and the pooling keeps ``pool_size`` position bins (so
-      the reward can still depend on where a motif is); for (C, H, W) images the conv is 2-D with
-      stride 2 and the pooling keeps a ``pool_size`` x ``pool_size`` grid.
+      or max (``pool="max"``) pooling to a fixed grid, one hidden layer of width ``hidden``. For
+      (L, V) sequences the conv is 1-D over positions (V input channels, stride 1) and the
+      pooling keeps ``pool_size`` position bins (so the reward can still depend on where a motif
+      is); for (C, H, W) images the conv is 2-D with stride 2 and the pooling keeps a
+      ``pool_size`` x ``pool_size`` grid.
 
     The features (``features``) are the last hidden layer's activations, F = ``hidden``; the value
     is a linear head on them, mapped back to the original target scale.
@@ -244,7 +245,9 @@ class RewardEnsemble(nn.Module):
                 ("max", 1): F.adaptive_max_pool1d,
                 ("max", 2): F.adaptive_max_pool2d,
             }
-            h = pools[self.pool, len(self.pool_size)](h, self.pool_size)  # (B, m*C, *P), channels in member-major blocks
+            h = pools[self.pool, len(self.pool_size)](
+                h, self.pool_size
+            )  # (B, m*C, *P), channels in member-major blocks
             m, width = len(range(self.num_members)[members]), self.hidden[0].weight.shape[1]
             h = h.reshape(h.shape[0], m, width).transpose(0, 1)  # (m, B, C*P)
         for layer in self.hidden:
