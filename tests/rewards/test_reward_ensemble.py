@@ -155,6 +155,11 @@ def test_wrong_input_shape_is_reported():
         (dict(input_shape=(4, 3), num_members=0), "num_members must be >= 1, got 0"),
         (dict(input_shape=(4, 3), kernel_size=4), "kernel_size must be odd"),
         (dict(input_shape=(4, 3), pool_size=0), "pool_size must be >= 1"),
+        (dict(input_shape=(8, 5), reverse_complement=True), r"\(L, 4\).*input_shape \(8, 5\)"),
+        (
+            dict(input_shape=(8, 4), architecture="mlp", reverse_complement=True),
+            "architecture='mlp'",
+        ),
     ],
 )
 def test_bad_construction_is_reported(kwargs, message):
@@ -173,3 +178,24 @@ def test_an_empty_batch_gives_empty_outputs(shape, architecture):
     x = torch.rand(0, *shape)
     assert ensemble(x).shape == (3, 0) and ensemble.member(1)(x).shape == (0,)
     assert ensemble.features(x).shape == (3, 0, ensemble.num_features)
+
+
+def _reverse_complement(x):
+    """(B, L, 4) ACGT one-hot -> the reverse complement (T<->A, G<->C = channels reversed)."""
+    return x.flip(1, 2)
+
+
+def test_reverse_complement_reads_both_strands():
+    """With global max pooling a sequence and its reverse complement get the same reward (a
+    binding site scores on either strand); without the option the strands differ."""
+    x = torch.nn.functional.one_hot(torch.randint(0, 4, (5, 30)), 4).float()
+    both = RewardEnsemble(
+        (30, 4), 2, kernel_size=7, pool="max", pool_size=1, reverse_complement=True
+    )
+    torch.testing.assert_close(both(_reverse_complement(x)), both(x))
+    one = RewardEnsemble((30, 4), 2, kernel_size=7, pool="max", pool_size=1)
+    assert not torch.allclose(one(_reverse_complement(x)), one(x))
+    # and gradients reach the design through both strands
+    x.requires_grad_(True)
+    both(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

@@ -52,9 +52,9 @@ class RewardModelConfig:
     """The reward ensemble's architecture and fitting (see ``seiko.rewards``).
 
     The number of members comes from the bonus (UCB: 1, bootstrap/Thompson: M). ``kernel_size``,
-    ``pool_size`` and ``pool`` are the CNN's (``RewardEnsemble``). ``features``: a
-    ``SequenceClassifier`` checkpoint (``seiko.rewards.features``) whose frozen, pretrained
-    features the ensemble (then ``architecture: mlp``) reads instead of the raw design; the
+    ``pool_size``, ``pool`` and ``reverse_complement`` are the CNN's (``RewardEnsemble``).
+    ``features``: a ``SequenceClassifier`` checkpoint (``seiko.rewards.features``) whose frozen,
+    pretrained features the ensemble (then ``architecture: mlp``) reads instead of the raw design; the
     reward the module fine-tunes against is the composition, differentiable in the design.
     """
 
@@ -74,6 +74,7 @@ class RewardModelConfig:
     kernel_size: int | None = None
     pool_size: int | None = None
     pool: Pooling = "avg"
+    reverse_complement: bool = False
     features: str | None = None
 
     def __post_init__(self) -> None:
@@ -143,6 +144,14 @@ class OnlineExploration(Callback):
             round's remaining steps are skipped (the module's ``stop_round``), like PPO's
             ``target_kl``. None: every step runs. Against a round that climbs the reward model's
             errors on designs it has never seen (the molecules' final-phase overshoot).
+        screen: check each sampled design with the oracle's free ``fits(design)`` before paying
+            for it (RNA target oracles: valid RNA of the target's length). A design that does
+            not fit is never sent to the oracle, charged or stored: it is known infeasible
+            without a measurement, as a wet lab would not synthesise a sequence of the wrong
+            length. The round samples again until its quota is filled with fitting designs
+            (each draw sized by the pass rate seen so far, at most 8x what is missing, up to
+            ``max_draws`` draws); ``feedback/screen_pass_rate`` logs the fraction that fit. False:
+            every design is paid for and an unfit one comes back NaN.
     """
 
     def __init__(
@@ -160,6 +169,7 @@ class OnlineExploration(Callback):
         fit_progress: bool = False,
         max_draws: int = 4,
         kl_budget: float | None = None,
+        screen: bool = False,
     ) -> None:
         if budget < 1:
             raise ValueError(f"budget must be >= 1, got {budget}")
@@ -188,6 +198,12 @@ class OnlineExploration(Callback):
         if kl_budget is not None and not kl_budget > 0:
             raise ValueError(f"kl_budget must be > 0 or None, got {kl_budget}")
         self.kl_budget = kl_budget
+        if screen and not callable(getattr(self.oracle, "fits", None)):
+            raise ValueError(
+                f"screen=True needs an oracle with a free check fits(design) -> bool; "
+                f"{type(self.oracle).__name__} has none (the RNA target oracles have one)"
+            )
+        self.screen = screen
         self.ledger: OracleLedger | None = None
         self.ensemble: RewardEnsemble | None = None
         self.features: nn.Module | None = (
@@ -290,14 +306,24 @@ class OnlineExploration(Callback):
         all_designs: list[Any] = []
         all_values: list[Tensor] = []
         missing, draws = quota, 0
+        proposed = passed = 0
         while missing > 0 and draws < self.max_draws:
             draws += 1
-            share = missing // world + (1 if rank < missing % world else 0)
+            want = missing
+            if self.screen and proposed:  # size the draw by the pass rate seen so far
+                rate = max(passed / proposed, 1 / 8)
+                want = min(math.ceil(missing / rate), 8 * missing)
+            share = want // world + (1 if rank < want % world else 0)
             designs: list[Any] = []
             if share > 0:
                 x = pl_module.sample(share, batch_size=self.sample_batch_size, generator=generator)
                 designs = pl_module.decode(x)
             designs = _gather(trainer, designs)
+            if self.screen:  # free: every rank holds the same list and filters it the same way
+                proposed += len(designs)
+                designs = [design for design in designs if self.oracle.fits(design)]
+                passed += len(designs)
+                designs = designs[:missing]
             values = None
             if trainer.is_global_zero:
                 assert self.ledger is not None
@@ -306,21 +332,29 @@ class OnlineExploration(Callback):
                 values = self.ledger.measure(designs, round=round_, keys=keys)
                 report = self.ledger.last_report
                 missing = max(0, min(missing - (self.ledger.spent - spent), self.ledger.remaining))
+                screened = f", {proposed - passed} screened out" if self.screen else ""
                 rank_zero_info(
                     f"round {round_}, draw {draws}: {report.queried} queried, {report.reused} "
-                    f"reused, {report.infeasible} infeasible, {self.ledger.spent}/{self.budget} "
-                    "spent"
+                    f"reused, {report.infeasible} infeasible{screened}, "
+                    f"{self.ledger.spent}/{self.budget} spent"
                 )
             values, missing = self._broadcast(trainer, (values, missing))
             all_designs += designs
             all_values.append(values)
         if missing > 0:
+            reason = (
+                f"only {passed} of {proposed} sampled designs fit the oracle's screen"
+                if self.screen and passed < proposed
+                else "the model keeps proposing designs already measured (collapsing?)"
+            )
             rank_zero_warn(
                 f"round {round_}: {missing} of {quota} queries left unspent after {draws} draws: "
-                "the model keeps proposing designs already measured (collapsing?)"
+                + reason
             )
         values = torch.cat(all_values)
         stats = {"feedback/round_mean": _nanmean(values), "feedback/draws": float(draws)}
+        if self.screen:
+            stats["feedback/screen_pass_rate"] = passed / proposed if proposed else math.nan
         if self.ensemble is not None:
             stats["reward_model/spearman"] = self._spearman(pl_module, all_designs, values)
         return stats
@@ -428,6 +462,7 @@ class OnlineExploration(Callback):
                 kernel_size=cfg.kernel_size,
                 pool_size=cfg.pool_size,
                 pool=cfg.pool,
+                reverse_complement=cfg.reverse_complement,
                 seed=self.seed,
             )
             if self._pending_ensemble is not None:

@@ -240,6 +240,12 @@ class NoisyOracle:
     def __repr__(self) -> str:
         return f"NoisyOracle({self.oracle!r}, sigma={self.sigma:g}, seed={self.seed})"
 
+    def __getattr__(self, name: str) -> Any:
+        # the inner oracle's free screen (``fits``), where it has one; nothing else is forwarded
+        if name == "fits":
+            return self.__dict__["oracle"].fits
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def measure(self, designs: Sequence[Any]) -> Measurement:
         """Noisy values, the noise-free ones, and the inner oracle's error texts."""
         inner = measure(self.oracle, designs)
@@ -354,6 +360,12 @@ class ParallelOracle:
 
     def __repr__(self) -> str:
         return f"ParallelOracle({self.oracle!r}, workers={self.workers})"
+
+    def __getattr__(self, name: str) -> Any:
+        # the inner oracle's free screen (``fits``), where it has one; nothing else is forwarded
+        if name == "fits":
+            return self.__dict__["oracle"].fits
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def measure(self, designs: Sequence[Any]) -> Measurement:
         """Measure ``designs`` in parallel; the result is aligned with ``designs``."""

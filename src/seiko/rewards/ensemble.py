@@ -125,6 +125,14 @@ class RewardEnsemble(nn.Module):
             kernel as wide as a binding site is the motif-scanner shape of DeepBind/Basset (a
             feature is "this motif is somewhere"); it learns a motif-presence oracle from far fewer
             measurements than averaging does (benchmarks/reward_architectures.py measures both).
+        reverse_complement: ("cnn" on (L, 4) DNA or RNA one-hots, ACGT / ACGU order) read both
+            strands: the conv stack runs on x and on its reverse complement (positions reversed,
+            channels reversed, since A<->T/U and C<->G), the second output is reversed back
+            along the positions, and the two are combined by an elementwise max before pooling.
+            The features of the reverse complement are then the position-mirrored features of
+            x, so with ``pool_size=1`` the reward is exactly strand-invariant, as a binding-site
+            score on double-stranded DNA is (JASPAR scores both strands). Measured on the HepG2
+            enhancer task (benchmarks/reward_features.py): see docs/sequences.md.
         seed: seed of the weight initialisation.
     """
 
@@ -139,6 +147,7 @@ class RewardEnsemble(nn.Module):
         kernel_size: int | None = None,
         pool_size: int | None = None,
         pool: Pooling = "avg",
+        reverse_complement: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -162,6 +171,12 @@ class RewardEnsemble(nn.Module):
         ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if reverse_complement and (architecture != "cnn" or len(shape) != 2 or shape[1] != 4):
+            raise ValueError(
+                "reverse_complement=True reads both strands of (L, 4) nucleotide one-hots with "
+                f"architecture='cnn'; got architecture={architecture!r}, input_shape {shape}"
+            )
+        self.reverse_complement = reverse_complement
         self.input_shape = shape
         self.num_members = num_members
         self.architecture = architecture
@@ -237,8 +252,12 @@ class RewardEnsemble(nn.Module):
         else:
             if len(self.input_shape) == 2:
                 h = h.transpose(1, 2)  # (B, L, V) -> (B, V, L): the alphabet is the channels
-            for conv in self.convs:
-                h = F.silu(conv(h, members))
+            h_in = h
+            h = self._conv_stack(h, members)
+            if self.reverse_complement:
+                # (B, V, L): positions and channels reversed is the reverse complement
+                rc = self._conv_stack(h_in.flip(1, 2), members).flip(2)
+                h = torch.maximum(h, rc)
             pools = {
                 ("avg", 1): F.adaptive_avg_pool1d,
                 ("avg", 2): F.adaptive_avg_pool2d,
@@ -252,6 +271,11 @@ class RewardEnsemble(nn.Module):
             h = h.reshape(h.shape[0], m, width).transpose(0, 1)  # (m, B, C*P)
         for layer in self.hidden:
             h = F.silu(layer(h, members))
+        return h
+
+    def _conv_stack(self, h: Tensor, members: slice) -> Tensor:
+        for conv in self.convs:
+            h = F.silu(conv(h, members))
         return h
 
     def _normalised(self, x: Tensor, members: slice = slice(None)) -> Tensor:

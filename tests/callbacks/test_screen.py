@@ -1,0 +1,121 @@
+"""OnlineExploration's screen: designs the oracle's free check rejects are never paid for."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from seiko.callbacks import Greedy, OnlineExploration
+from seiko.datamodules import SequenceDataModule
+from seiko.lightning_modules import SamplerConfig, ScheduleConfig
+from seiko.lightning_modules.biosequences import DNADiffusion
+from seiko.nets import SequenceDenoiser
+from seiko.oracles import FunctionOracle
+from seiko.oracles.store import FeedbackStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from trainers import quiet_trainer  # noqa: E402
+
+
+class StartsWithPurine:
+    """GC content, measurable only for designs that start with A or G (free to check)."""
+
+    name = "gc_purine_start"
+    higher_is_better = True
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def fits(self, design: str) -> bool:
+        return design[:1] in ("A", "G")
+
+    def __call__(self, designs):
+        self.asked += designs
+        return torch.tensor(
+            [(d.count("G") + d.count("C")) / len(d) if self.fits(d) else math.nan for d in designs],
+            dtype=torch.float64,
+        )
+
+
+def gc(design: str) -> float:
+    return (design.count("G") + design.count("C")) / len(design)
+
+
+def run(dhs: Path, tmp_path: Path, screen: bool) -> tuple[OnlineExploration, StartsWithPurine]:
+    L.seed_everything(0)
+    data = SequenceDataModule(str(dhs), batch_size=4)
+    denoiser = SequenceDenoiser(4, 200, d_model=16, n_layers=1, n_heads=2)
+    model = DNADiffusion(
+        denoiser,
+        data.vocabulary,
+        200,
+        mode="finetune",
+        schedule=ScheduleConfig(num_train_timesteps=50),
+        sampler=SamplerConfig(num_steps=3),
+    )
+    oracle = StartsWithPurine()
+    exploration = OnlineExploration(
+        oracle,
+        budget=24,
+        queries_per_round=[12, 12],
+        bonus=Greedy(),
+        reward_model={"epochs": 2},
+        sample_batch_size=16,
+        screen=screen,
+        max_draws=8,
+    )
+    trainer = quiet_trainer(
+        max_epochs=2,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        callbacks=[exploration],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, datamodule=data)
+    return exploration, oracle
+
+
+def test_screened_designs_are_never_paid_and_the_quota_is_filled(dhs_table, tmp_path):
+    exploration, oracle = run(dhs_table, tmp_path, screen=True)
+    # the untrained model starts about half its designs with A or G: the rest are screened out
+    assert oracle.asked and all(oracle.fits(d) for d in oracle.asked)
+    rows = FeedbackStore(tmp_path / "feedback.sqlite").rows(oracle=oracle.name)
+    assert len(rows) == 24 == exploration.ledger.spent
+    assert all(math.isfinite(row.value) for row in rows)
+    rates = [h["feedback/screen_pass_rate"] for h in exploration.history]
+    assert len(rates) == 2 and all(0.2 < rate < 0.8 for rate in rates)
+
+
+def test_without_the_screen_unfit_designs_are_paid_and_come_back_nan(dhs_table, tmp_path):
+    exploration, oracle = run(dhs_table, tmp_path, screen=False)
+    rows = FeedbackStore(tmp_path / "feedback.sqlite").rows(oracle=oracle.name)
+    assert len(rows) == 24
+    assert any(not oracle.fits(d) for d in oracle.asked)
+    assert any(math.isnan(row.value) for row in rows)
+    assert all("feedback/screen_pass_rate" not in h for h in exploration.history)
+
+
+def test_screen_needs_an_oracle_with_a_free_check():
+    with pytest.raises(ValueError, match="screen=True needs an oracle with a free check fits"):
+        OnlineExploration(FunctionOracle(gc), budget=4, queries_per_round=[4], screen=True)
+
+
+def test_wrappers_forward_the_inner_oracles_screen():
+    from seiko.oracles.rna import StructureMatch
+    from seiko.oracles.wrappers import NoisyOracle
+
+    noisy = NoisyOracle(StructureMatch(target="((((....))))"), sigma=0.1)
+    assert noisy.fits("GGGGAAAACCCC") and not noisy.fits("GGGGAAAACCC")
+    OnlineExploration(noisy, budget=4, queries_per_round=[4], screen=True)  # accepted
+    with pytest.raises(ValueError, match="NoisyOracle has none"):
+        OnlineExploration(
+            NoisyOracle(FunctionOracle(gc), sigma=0.1),
+            budget=4,
+            queries_per_round=[4],
+            screen=True,
+        )
