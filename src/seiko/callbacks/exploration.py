@@ -54,8 +54,9 @@ class RewardModelConfig:
     The number of members comes from the bonus (UCB: 1, bootstrap/Thompson: M). ``kernel_size``,
     ``pool_size``, ``pool`` and ``reverse_complement`` are the CNN's (``RewardEnsemble``).
     ``features``: a ``SequenceClassifier`` checkpoint (``seiko.rewards.features``) whose frozen,
-    pretrained features the ensemble (then ``architecture: mlp``) reads instead of the raw design; the
-    reward the module fine-tunes against is the composition, differentiable in the design.
+    pretrained features the ensemble (then ``architecture: mlp``) reads instead of the raw
+    design; the reward the module fine-tunes against is the composition, differentiable in the
+    design.
     """
 
     architecture: Architecture = "cnn"
