@@ -135,6 +135,9 @@ def task_spec(task: str) -> dict:
         "oracle": exploration["oracle"],
         "budget": int(exploration["budget"]),
         "prior": config["model"]["init_args"]["pretrained_checkpoint"],
+        # the oracle's free check (``OnlineExploration(screen=True)``): the baselines pay only
+        # for designs that pass it too
+        "screen": bool(exploration.get("screen", False)),
     }
 
 
@@ -340,24 +343,39 @@ def _prior(task: str) -> L.LightningModule:
     )
 
 
+#: with a screen, best-of-N samples at most this many times its budget to find fitting designs
+SCREEN_MAX_FACTOR = 20
+
+
 def run_best_of_n(task: str, seed: int) -> dict:
     start = time.perf_counter()
     spec = task_spec(task)
     model = _prior(task)
+    oracle = load_oracle(spec["oracle"])
     generator = torch.Generator().manual_seed(seed)
-    designs = []
-    for first in range(0, spec["budget"], 250):  # chunks: an image chain's memory stays small
-        n = min(250, spec["budget"] - first)
-        designs += model.decode(model.sample(n, generator=generator))
-    values = load_oracle(spec["oracle"])(designs)
+    sampled: list = []  # every design drawn, in order
+    fitting: list = []  # the ones that pass the screen (all of them without one)
+    while len(fitting) < spec["budget"] and len(sampled) < SCREEN_MAX_FACTOR * spec["budget"]:
+        n = min(250, spec["budget"] - len(fitting))  # chunks: an image chain's memory stays small
+        chunk = model.decode(model.sample(n, generator=generator))
+        sampled += chunk
+        fitting += [d for d in chunk if oracle.fits(d)] if spec["screen"] else chunk
+    designs = fitting[: spec["budget"]]
+    values = oracle(designs)
     keys = design_keys(model, designs)
     run = summarise(task, keys, values, [0] * len(designs), time.perf_counter() - start)
-    values = torch.as_tensor(values, dtype=torch.float64)
-    # the final generator: the prior
+    if spec["screen"]:
+        run["screen_pass_rate"] = len(fitting) / len(sampled)
+    # the final generator: the prior, unscreened (as the other methods' final samples are)
+    head = sampled[:FINAL_SAMPLES]  # all measured above, except those the screen rejected
+    known = dict(zip(keys, torch.as_tensor(values).tolist(), strict=True))
+    final_values = torch.tensor(
+        [known.get(key, math.nan) for key in design_keys(model, head)], dtype=torch.float64
+    )
     return {
         **run,
-        **final_summary(values[:FINAL_SAMPLES]),
-        **kmer_realism(task, keys[:FINAL_SAMPLES]),
+        **final_summary(final_values),
+        **kmer_realism(task, design_keys(model, head)),
     }
 
 
@@ -385,6 +403,9 @@ def run_training_set(task: str, seed: int) -> dict:
     start = time.perf_counter()
     spec = task_spec(task)
     designs = training_designs(task)
+    if spec["screen"]:  # only the training designs the oracle can measure
+        oracle = load_oracle(spec["oracle"])
+        designs = [d for d in designs if oracle.fits(d)]
     pick = torch.randperm(len(designs), generator=torch.Generator().manual_seed(seed))
     designs = [designs[i] for i in pick[: spec["budget"]]]
     values = load_oracle(spec["oracle"])(designs)
@@ -423,6 +444,8 @@ def fingerprint(task: str, method: str) -> str:
     together."""
     spec = task_spec(task)
     parts = [f"budget={spec['budget']}", json.dumps(spec["oracle"], sort_keys=True)]
+    if spec["screen"]:
+        parts.append("screen")
     if method == "training_set":
         parts.append(_sha256(ROOT / training_data(task)["init_args"]["path"]))
     else:

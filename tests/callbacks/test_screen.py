@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 
-from seiko.callbacks import Greedy, OnlineExploration
+from seiko.callbacks import Greedy, OnlineExploration, OnlinePPO
 from seiko.datamodules import SequenceDataModule
 from seiko.lightning_modules import SamplerConfig, ScheduleConfig
 from seiko.lightning_modules.biosequences import DNADiffusion
@@ -119,3 +119,45 @@ def test_wrappers_forward_the_inner_oracles_screen():
             queries_per_round=[4],
             screen=True,
         )
+
+
+class BatchSizes(L.Callback):
+    """Records the size of each PPO batch the module trains on."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if pl_module.ppo_batch is not None:
+            self.sizes.append(len(pl_module.ppo_batch["advantages"]))
+
+
+def test_ppo_screens_too_and_fills_each_update_with_fitting_samples(dhs_table, tmp_path):
+    L.seed_everything(0)
+    data = SequenceDataModule(str(dhs_table), batch_size=4)
+    model = DNADiffusion(
+        SequenceDenoiser(4, 200, d_model=16, n_layers=1, n_heads=2),
+        data.vocabulary,
+        200,
+        mode="ppo",
+        schedule=ScheduleConfig(num_train_timesteps=50),
+        sampler=SamplerConfig(num_steps=3),
+    )
+    oracle = StartsWithPurine()
+    ppo = OnlinePPO(oracle, budget=12, samples_per_update=6, ppo_epochs=1, screen=True)
+    sizes = BatchSizes()
+    trainer = quiet_trainer(
+        max_epochs=3,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        callbacks=[ppo, sizes],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, datamodule=data)
+    assert oracle.asked and all(oracle.fits(d) for d in oracle.asked)
+    assert len(FeedbackStore(tmp_path / "feedback.sqlite").rows(oracle=oracle.name)) == 12
+    assert sizes.sizes == [6, 6]  # every update learns from a full batch of measured samples
+    rates = [h["feedback/screen_pass_rate"] for h in ppo.history]
+    assert len(rates) == 2 and all(0.2 < rate < 0.8 for rate in rates)
+    with pytest.raises(ValueError, match="screen=True needs an oracle with a free check fits"):
+        OnlinePPO(FunctionOracle(gc), budget=4, screen=True)

@@ -12,6 +12,11 @@ Every ``ppo_epochs`` training steps the callback
 and the module (``mode="ppo"``) then takes ``ppo_epochs`` optimizer steps of the clipped PPO loss
 on that batch (``seiko.diffusion.ppo``). Training stops when the budget is spent.
 
+With ``screen=True`` the samples go through the oracle's free check ``fits(design)`` first (as
+in ``OnlineExploration``): a sample that does not fit is dropped unpaid, and the update samples
+again until it holds ``samples_per_update`` fitting ones (at most ``max_draws`` draws), so every
+update learns from as many measured designs as without a screen.
+
 Resuming: an update whose queries the store already holds (the run was killed after paying for
 it) is not paid again; its trajectories are gone with the killed process, so that update is
 skipped and the run goes on with the next one.
@@ -49,6 +54,9 @@ class OnlinePPO(Callback):
         advantage_clip: advantages are clipped to [-advantage_clip, advantage_clip] (DDPO: 5).
         store_path: the FeedbackStore; default ``<default_root_dir>/feedback.sqlite``.
         seed: seeds the sampling.
+        screen: drop samples the oracle's free ``fits(design)`` rejects before paying, and
+            sample again to fill the update (see the module docstring).
+        max_draws: samplings per update to fill it with fitting samples (``screen`` only).
     """
 
     def __init__(
@@ -61,6 +69,8 @@ class OnlinePPO(Callback):
         advantage_clip: float = 5.0,
         store_path: str | None = None,
         seed: int = 0,
+        screen: bool = False,
+        max_draws: int = 8,
     ) -> None:
         if budget < 1 or samples_per_update < 1 or ppo_epochs < 1:
             raise ValueError(
@@ -77,6 +87,14 @@ class OnlinePPO(Callback):
         self.clip_range = clip_range
         self.store_path = store_path
         self.seed = seed
+        if screen and not callable(getattr(self.oracle, "fits", None)):
+            raise ValueError(
+                f"screen=True needs an oracle with a free check fits(design) -> bool; "
+                f"{type(self.oracle).__name__} has none (the RNA target oracles have one)"
+            )
+        if max_draws < 1:
+            raise ValueError(f"max_draws must be >= 1, got {max_draws}")
+        self.screen, self.max_draws = screen, max_draws
         self.ledger: OracleLedger | None = None
         self.history: list[dict[str, float]] = []
 
@@ -128,12 +146,11 @@ class OnlinePPO(Callback):
             if trainer.is_global_zero and self.ledger.remaining == 0:
                 trainer.should_stop = True
             return
-        rank, world = trainer.global_rank, trainer.world_size
-        share = quota // world + (1 if rank < quota % world else 0)
+        rank = trainer.global_rank
         generator = torch.Generator(device=pl_module.device)
         generator.manual_seed((self.seed * 1_000_003 + update) * 1_009 + rank)
-        batch_out = pl_module.sample_trajectories(share, generator=generator) if share else None
-        designs = pl_module.decode(batch_out["x0"]) if batch_out is not None else []
+        batch_out, designs, pass_rate = self._draw(trainer, pl_module, quota, generator)
+        counts = _gather(trainer, [len(designs)])  # each rank's share of the update, rank order
         all_designs = _gather(trainer, designs)
         values = None
         if trainer.is_global_zero:
@@ -141,7 +158,7 @@ class OnlinePPO(Callback):
                 all_designs, round=update, keys=design_keys(pl_module, all_designs)
             )
         values = self._broadcast(trainer, values)
-        start = sum(quota // world + (1 if r < quota % world else 0) for r in range(rank))
+        start, share = sum(counts[:rank]), counts[rank]
         advantages = normalized_advantages(values, clip=self.advantage_clip)[start : start + share]
         if batch_out is not None:
             pl_module.ppo_batch = {
@@ -161,10 +178,54 @@ class OnlinePPO(Callback):
             "feedback/update_mean": float(finite.mean()) if finite.numel() else math.nan,
             "feedback/best": float(finite.max()) if finite.numel() else math.nan,
         }
+        if self.screen:
+            stats["feedback/screen_pass_rate"] = pass_rate
         self.history.append(stats)
         for key, value in stats.items():
             if math.isfinite(value):
                 pl_module.log(key, value, on_step=True, rank_zero_only=True)
+
+    def _draw(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        quota: int,
+        generator: torch.Generator,
+    ) -> tuple[dict[str, Any] | None, list[Any], float]:
+        """This rank's trajectories for an update of ``quota`` samples over all ranks, their
+        designs, and the screen's pass rate (NaN without a screen).
+
+        Without a screen: one draw, each rank its share. With one: draws until ``quota``
+        fitting samples (or ``max_draws``), each sized by the pass rate so far; a draw's
+        fitting samples beyond the quota are cut in rank order, the same way on every rank.
+        """
+        rank, world = trainer.global_rank, trainer.world_size
+        parts: list[dict[str, Any]] = []
+        designs: list[Any] = []
+        have = proposed = passed = draws = 0
+        while have < quota and draws < (self.max_draws if self.screen else 1):
+            draws += 1
+            want = quota - have
+            if self.screen and proposed:
+                want = min(math.ceil(want / max(passed / proposed, 1 / 8)), 8 * want)
+            share = want // world + (1 if rank < want % world else 0)
+            out = pl_module.sample_trajectories(share, generator=generator) if share else None
+            drawn = pl_module.decode(out["x0"]) if out is not None else []
+            keep = [self.oracle.fits(d) for d in drawn] if self.screen else [True] * len(drawn)
+            sizes = _gather(trainer, [[len(drawn), sum(keep)]])  # every rank's counts
+            proposed += sum(size[0] for size in sizes)
+            passed += sum(size[1] for size in sizes)
+            before = sum(size[1] for size in sizes[:rank])  # fitting samples of lower ranks
+            room = max(0, quota - have - before)
+            index = [i for i, k in enumerate(keep) if k][:room]
+            have = min(quota, have + sum(size[1] for size in sizes))
+            if out is not None and index:
+                parts.append(_select(out, index))
+                designs += [drawn[i] for i in index]
+        if not parts:
+            return None, [], passed / proposed if self.screen and proposed else math.nan
+        batch = parts[0] if len(parts) == 1 else _concatenate(parts)
+        return batch, designs, passed / proposed if self.screen else math.nan
 
     def state_dict(self) -> dict[str, Any]:
         return {"store_path": self.store_path, "history": self.history, "budget": self.budget}
@@ -173,6 +234,31 @@ class OnlinePPO(Callback):
         if self.store_path is None:
             self.store_path = state_dict["store_path"]
         self.history = list(state_dict["history"])
+
+
+def _select(out: dict[str, Any], index: list[int]) -> dict[str, Any]:
+    """The trajectories ``index`` of a ``sample_trajectories`` batch."""
+    rows = torch.as_tensor(index, device=out["x0"].device)
+    cond = out.get("cond")
+    return {
+        "x0": out["x0"][rows],
+        "trajectory": [x[rows] for x in out["trajectory"]],
+        "log_probs": out["log_probs"][:, rows],
+        "cond": None if cond is None else cond[rows],
+    }
+
+
+def _concatenate(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several ``sample_trajectories`` batches as one."""
+    conds = [part.get("cond") for part in parts]
+    return {
+        "x0": torch.cat([part["x0"] for part in parts]),
+        "trajectory": [
+            torch.cat(steps) for steps in zip(*(p["trajectory"] for p in parts), strict=True)
+        ],
+        "log_probs": torch.cat([part["log_probs"] for part in parts], dim=1),
+        "cond": None if any(c is None for c in conds) else torch.cat(conds),
+    }
 
 
 __all__ = ["OnlinePPO"]
