@@ -10,14 +10,10 @@ import pytest
 import torch
 
 from seiko.callbacks import Greedy, OnlineExploration
-from seiko.datamodules import SequenceDataModule
-from seiko.lightning_modules import SamplerConfig, ScheduleConfig
-from seiko.lightning_modules.biosequences import DNADiffusion
-from seiko.nets import SequenceDenoiser
 from seiko.oracles import FunctionOracle
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from trainers import quiet_trainer  # noqa: E402
+from trainers import quiet_trainer, tiny_dna  # noqa: E402
 
 
 def gc(design: str) -> float:
@@ -25,17 +21,10 @@ def gc(design: str) -> float:
 
 
 def run(dhs: Path, tmp_path: Path, kl_budget: float | None) -> tuple[L.Trainer, OnlineExploration]:
-    L.seed_everything(0)
-    data = SequenceDataModule(str(dhs), batch_size=4)
-    denoiser = SequenceDenoiser(4, 200, d_model=16, n_layers=1, n_heads=2)
-    model = DNADiffusion(
-        denoiser,
-        data.vocabulary,
-        200,
-        mode="finetune",
+    model, data = tiny_dna(
+        dhs,
+        "finetune",
         kl_weight=0.01,
-        schedule=ScheduleConfig(num_train_timesteps=50),
-        sampler=SamplerConfig(num_steps=3),
         optimizer=lambda params: torch.optim.Adam(params, lr=1e-2),
     )
     exploration = OnlineExploration(

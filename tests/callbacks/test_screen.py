@@ -11,15 +11,11 @@ import pytest
 import torch
 
 from seiko.callbacks import Greedy, OnlineExploration, OnlinePPO
-from seiko.datamodules import SequenceDataModule
-from seiko.lightning_modules import SamplerConfig, ScheduleConfig
-from seiko.lightning_modules.biosequences import DNADiffusion
-from seiko.nets import SequenceDenoiser
 from seiko.oracles import FunctionOracle
 from seiko.oracles.store import FeedbackStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from trainers import quiet_trainer  # noqa: E402
+from trainers import quiet_trainer, tiny_dna  # noqa: E402
 
 
 class StartsWithPurine:
@@ -47,17 +43,7 @@ def gc(design: str) -> float:
 
 
 def run(dhs: Path, tmp_path: Path, screen: bool) -> tuple[OnlineExploration, StartsWithPurine]:
-    L.seed_everything(0)
-    data = SequenceDataModule(str(dhs), batch_size=4)
-    denoiser = SequenceDenoiser(4, 200, d_model=16, n_layers=1, n_heads=2)
-    model = DNADiffusion(
-        denoiser,
-        data.vocabulary,
-        200,
-        mode="finetune",
-        schedule=ScheduleConfig(num_train_timesteps=50),
-        sampler=SamplerConfig(num_steps=3),
-    )
+    model, data = tiny_dna(dhs, "finetune")
     oracle = StartsWithPurine()
     exploration = OnlineExploration(
         oracle,
@@ -133,16 +119,7 @@ class BatchSizes(L.Callback):
 
 
 def test_ppo_screens_too_and_fills_each_update_with_fitting_samples(dhs_table, tmp_path):
-    L.seed_everything(0)
-    data = SequenceDataModule(str(dhs_table), batch_size=4)
-    model = DNADiffusion(
-        SequenceDenoiser(4, 200, d_model=16, n_layers=1, n_heads=2),
-        data.vocabulary,
-        200,
-        mode="ppo",
-        schedule=ScheduleConfig(num_train_timesteps=50),
-        sampler=SamplerConfig(num_steps=3),
-    )
+    model, data = tiny_dna(dhs_table, "ppo")
     oracle = StartsWithPurine()
     ppo = OnlinePPO(oracle, budget=12, samples_per_update=6, ppo_epochs=1, screen=True)
     sizes = BatchSizes()
