@@ -42,7 +42,9 @@ def gc(design: str) -> float:
     return (design.count("G") + design.count("C")) / len(design)
 
 
-def run(dhs: Path, tmp_path: Path, screen: bool) -> tuple[OnlineExploration, StartsWithPurine]:
+def run(
+    dhs: Path, tmp_path: Path, screen: bool, screen_examples: int = 0
+) -> tuple[OnlineExploration, StartsWithPurine]:
     model, data = tiny_dna(dhs, "finetune")
     oracle = StartsWithPurine()
     exploration = OnlineExploration(
@@ -53,6 +55,7 @@ def run(dhs: Path, tmp_path: Path, screen: bool) -> tuple[OnlineExploration, Sta
         reward_model={"epochs": 2},
         sample_batch_size=16,
         screen=screen,
+        screen_examples=screen_examples,
         max_draws=8,
     )
     trainer = quiet_trainer(
@@ -75,6 +78,42 @@ def test_screened_designs_are_never_paid_and_the_quota_is_filled(dhs_table, tmp_
     assert all(math.isfinite(row.value) for row in rows)
     rates = [h["feedback/screen_pass_rate"] for h in exploration.history]
     assert len(rates) == 2 and all(0.2 < rate < 0.8 for rate in rates)
+
+
+def test_screened_designs_join_the_reward_fit_as_free_infeasible_examples(dhs_table, tmp_path):
+    exploration, oracle = run(dhs_table, tmp_path, screen=True, screen_examples=5)
+    screened = exploration.screened
+    assert [r for r, _ in screened] == [0] * 5 + [1] * 5  # 5 per round, each round's own
+    assert len({key for _, key in screened}) == 10 and not any(oracle.fits(k) for _, k in screened)
+    assert not set(oracle.asked) & {key for _, key in screened}  # never paid
+    assert exploration.ledger.spent == 24
+    designs, values = exploration._fit_data()
+    rows = FeedbackStore(tmp_path / "feedback.sqlite").rows(oracle=oracle.name)
+    # round 0's 12 answers, its 5 rejects, round 1's 12 answers, its 5 rejects: indices stay put
+    expected = (
+        [row.design for row in rows[:12]]
+        + [k for _, k in screened[:5]]
+        + [row.design for row in rows[12:]]
+        + [k for _, k in screened[5:]]
+    )
+    assert designs == expected
+    nan = torch.isnan(values)
+    assert nan.tolist() == [False] * 12 + [True] * 5 + [False] * 12 + [True] * 5
+    # the rejects travel in the checkpoint: a resumed run fits on the same data
+    resumed = OnlineExploration(
+        oracle, budget=24, queries_per_round=[12, 12], screen=True, screen_examples=5
+    )
+    resumed.load_state_dict(exploration.state_dict())
+    assert resumed.screened == screened
+
+
+def test_screen_examples_need_the_screen():
+    with pytest.raises(ValueError, match="screen_examples needs screen=True"):
+        OnlineExploration(StartsWithPurine(), budget=4, queries_per_round=[4], screen_examples=3)
+    with pytest.raises(ValueError, match="screen_examples must be >= 0"):
+        OnlineExploration(
+            StartsWithPurine(), budget=4, queries_per_round=[4], screen=True, screen_examples=-1
+        )
 
 
 def test_without_the_screen_unfit_designs_are_paid_and_come_back_nan(dhs_table, tmp_path):

@@ -153,6 +153,13 @@ class OnlineExploration(Callback):
             (each draw sized by the pass rate seen so far, at most 8x what is missing, up to
             ``max_draws`` draws); ``feedback/screen_pass_rate`` logs the fraction that fit. False:
             every design is paid for and an unfit one comes back NaN.
+        screen_examples: with ``screen``, up to this many of each round's rejected designs
+            (the first distinct ones drawn) join the reward model's fit as infeasible (NaN)
+            examples, free of charge: under ``reward_model.infeasible="floor"`` they score below
+            every measured design, so fine-tuning learns to keep away from what the screen
+            rejects (e.g. RNA drifting off the target's length) instead of never seeing it.
+            They live in the callback's state (its checkpoint), not in the store: they were
+            never measured. 0 (default): the reward model sees measured designs only.
     """
 
     def __init__(
@@ -171,6 +178,7 @@ class OnlineExploration(Callback):
         max_draws: int = 4,
         kl_budget: float | None = None,
         screen: bool = False,
+        screen_examples: int = 0,
     ) -> None:
         if budget < 1:
             raise ValueError(f"budget must be >= 1, got {budget}")
@@ -205,6 +213,13 @@ class OnlineExploration(Callback):
                 f"{type(self.oracle).__name__} has none (the RNA target oracles have one)"
             )
         self.screen = screen
+        if screen_examples < 0:
+            raise ValueError(f"screen_examples must be >= 0, got {screen_examples}")
+        if screen_examples and not screen:
+            raise ValueError("screen_examples needs screen=True (they are the screen's rejects)")
+        self.screen_examples = screen_examples
+        # (round, design key) of rejected designs kept as free infeasible examples
+        self.screened: list[tuple[int, str]] = []
         self.ledger: OracleLedger | None = None
         self.ensemble: RewardEnsemble | None = None
         self.features: nn.Module | None = (
@@ -322,7 +337,11 @@ class OnlineExploration(Callback):
             designs = _gather(trainer, designs)
             if self.screen:  # free: every rank holds the same list and filters it the same way
                 proposed += len(designs)
-                designs = [design for design in designs if self.oracle.fits(design)]
+                fits = [bool(self.oracle.fits(design)) for design in designs]
+                self._keep_screened(
+                    pl_module, round_, [d for d, ok in zip(designs, fits, strict=True) if not ok]
+                )
+                designs = [d for d, ok in zip(designs, fits, strict=True) if ok]
                 passed += len(designs)
                 designs = designs[:missing]
             values = None
@@ -359,6 +378,37 @@ class OnlineExploration(Callback):
         if self.ensemble is not None:
             stats["reward_model/spearman"] = self._spearman(pl_module, all_designs, values)
         return stats
+
+    def _keep_screened(self, pl_module: L.LightningModule, round_: int, rejected: list) -> None:
+        """Remember up to ``screen_examples`` distinct rejected designs of this round."""
+        room = self.screen_examples - sum(1 for r, _ in self.screened if r == round_)
+        if room <= 0 or not rejected:
+            return
+        known = {key for _, key in self.screened}
+        for key in design_keys(pl_module, rejected):
+            if room <= 0:
+                break
+            if key not in known:
+                known.add(key)
+                self.screened.append((round_, key))
+                room -= 1
+
+    def _fit_data(self) -> tuple[list[str], Tensor]:
+        """The reward model's training data: the store's answers and, interleaved after each
+        round's rows, that round's screened designs as NaN. Round by round, so every point keeps
+        its index (and its held-out draw) as later rounds append."""
+        assert self.store is not None
+        if not self.screened:
+            return self.store.designs_and_values(oracle=self.oracle.name)
+        points = [
+            (row.round, 0, row.design, row.value)
+            for row in self.store.rows(oracle=self.oracle.name)
+        ]
+        points += [(round_, 1, key, math.nan) for round_, key in self.screened]
+        points.sort(key=lambda point: (point[0], point[1]))  # stable: insertion order within
+        designs = [design for _, _, design, _ in points]
+        values = torch.tensor([value for *_, value in points], dtype=torch.float64)
+        return designs, values
 
     def _spearman(self, pl_module: L.LightningModule, designs: list[Any], values: Tensor) -> float:
         """Rank correlation of the current reward model with the oracle on fresh designs."""
@@ -412,7 +462,7 @@ class OnlineExploration(Callback):
         payload = None
         stats: dict[str, float] = {}
         if trainer.is_global_zero:
-            designs, values = self.store.designs_and_values(oracle=self.oracle.name)
+            designs, values = self._fit_data()
             x, keep = self._encode(pl_module, designs)
             y = values[keep]
             if x.shape[0] < 2 or not bool(torch.isfinite(y).any()):
@@ -522,12 +572,14 @@ class OnlineExploration(Callback):
             "ensemble": None if self.ensemble is None else self.ensemble.state_dict(),
             "reward_model": asdict(self.reward_model),
             "budget": self.budget,
+            "screened": list(self.screened),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self.store_path is None:
             self.store_path = state_dict["store_path"]  # the resumed run keeps its paid queries
         self.history = list(state_dict["history"])
+        self.screened = [tuple(item) for item in state_dict.get("screened", [])]
         if state_dict["ensemble"] is not None:
             if self.ensemble is not None:
                 self.ensemble.load_state_dict(state_dict["ensemble"])
