@@ -248,3 +248,69 @@ def test_straight_through_projection_reads_the_decoded_designs_latent(stages):
             seq_len=56,
             reward_projection="decode",
         )
+
+
+def test_decoder_stage_tunes_only_the_decoder_and_keeps_every_latent(stages, tmp_path):
+    """Stage 3 (decoder_noise): the decoder side learns; encoder, embedding, denoiser and the
+    latent scale come out of the run unchanged, so the diffusion model's latents still hold."""
+    _, latent_ckpt = stages
+    before = L.LightningModule.load_from_checkpoint(latent_ckpt, map_location="cpu")
+    args = [
+        "fit",
+        "--model=seiko.lightning_modules.LatentMoleculeDiffusion",
+        "--model.autoencoder=seiko.nets.SequenceAutoencoder",
+        *[f"--model.autoencoder.{k}={v}" for k, v in AE.items()],
+        "--model.denoiser=seiko.nets.VectorDenoiser",
+        f"--model.denoiser.dim={AE['latent_dim']}",
+        "--model.denoiser.width=16",
+        "--model.denoiser.n_layers=1",
+        "--model.sampler.num_steps=4",
+        f"--model.pretrained_checkpoint={latent_ckpt}",
+        "--model.decoder_noise=1.0",
+        "--model.optimizer=torch.optim.AdamW",
+        "--model.optimizer.lr=0.01",
+        *_data_args(tmp_path),
+        "--trainer.val_check_interval=2",
+    ]
+    cli = build_cli(args)
+    after = cli.model
+    trainable = {id(p) for g in after.configure_optimizers().param_groups for p in g["params"]}
+    assert trainable == {id(p) for p in after.autoencoder.decoder_parameters()}
+    assert "val/recon_clean" in cli.trainer.callback_metrics  # validation reports both losses
+    assert after.autoencoder.training  # word dropout on while the decoder trains
+    after.eval()
+    assert not after.autoencoder.training
+    old, new = before.state_dict(), after.state_dict()
+    decoder = (
+        "autoencoder.to_hidden",
+        "autoencoder.start",
+        "autoencoder.decoder",
+        "autoencoder.head",
+    )
+    changed = {k for k in new if not torch.equal(old[k], new[k].cpu())}
+    assert changed and all(k.startswith(decoder) for k in changed)  # only the decoder moved
+    assert {k for k in new if k.startswith(decoder)} >= changed
+    torch.testing.assert_close(
+        after.encode(["CCO", "c1ccccc1O"]), before.encode(["CCO", "c1ccccc1O"])
+    )
+    tokens = after.token_ids([sf.encoder("CCO"), sf.encoder("c1ccccc1O")])
+    # noise 0 is plain teacher-forced reconstruction; the noisy loss is a different number
+    batch = {"tokens": tokens}
+    after.eval()
+    assert after.decoder_loss(batch, noise=0.0) == after.decoder_loss(batch, noise=0.0)
+
+
+def test_decoder_stage_needs_a_trained_latent_model_in_pretrain_mode():
+    vocabulary = ["[C]", "[O]", "[nop]"]
+    parts = lambda: (  # noqa: E731
+        VectorDenoiser(8, width=16, n_layers=1),
+        SequenceAutoencoder(3, 56, **AE),
+    )
+    with pytest.raises(ValueError, match="needs mode='pretrain'"):
+        LatentMoleculeDiffusion(
+            *parts(), vocabulary=vocabulary, seq_len=56, mode="finetune", decoder_noise=1.0
+        )
+    with pytest.raises(ValueError, match="set pretrained_checkpoint"):
+        LatentMoleculeDiffusion(*parts(), vocabulary=vocabulary, seq_len=56, decoder_noise=1.0)
+    with pytest.raises(ValueError, match="decoder_noise must be >= 0"):
+        LatentMoleculeDiffusion(*parts(), vocabulary=vocabulary, seq_len=56, decoder_noise=-1.0)

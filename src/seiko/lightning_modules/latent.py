@@ -172,6 +172,16 @@ class LatentSequenceDiffusion(SequenceVocabulary, DiffusionModule):
             not decode or encode keeps its x0. "none": the reward reads x0 itself.
         pretrained_checkpoint: a latent model's checkpoint: loads the denoiser and, when present,
             the autoencoder and the latent scale (what a fine-tuning config starts from).
+        decoder_noise: stage 3 of pretraining ("decoder hardening"; ``mode="pretrain"`` with a
+            trained latent model as ``pretrained_checkpoint``). Instead of the denoiser, train
+            the autoencoder's decoder side (``SequenceAutoencoder.decoder_parameters``) to
+            decode each training sequence from its model-space latent plus N(0,
+            decoder_noise²) noise; the encoder, the embedding and the denoiser stay frozen, so
+            every latent, and the diffusion model's distribution over them, is unchanged. Why:
+            diffusion samples land about a unit off the data's latents, where a decoder trained
+            only on narrow posteriors produces worse molecules; measured on the molecular prior
+            (300 samples; docs/molecules.md): QED 0.686 -> 0.764, SA 3.53 -> 2.97 after 16
+            minutes at noise 1.0 (0.5: 0.723, 3.40). None: ordinary pretraining.
         Other arguments: see ``DiffusionModule``.
     """
 
@@ -196,8 +206,21 @@ class LatentSequenceDiffusion(SequenceVocabulary, DiffusionModule):
         cond_dropout: float = 0.0,
         pretrained_checkpoint: str | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
+        decoder_noise: float | None = None,
     ) -> None:
         self._set_vocabulary(vocabulary, seq_len, pad_symbol)
+        if decoder_noise is not None:
+            if mode != "pretrain":
+                raise ValueError(
+                    f"decoder_noise is a pretraining stage: needs mode='pretrain', got {mode!r}"
+                )
+            if not decoder_noise >= 0:
+                raise ValueError(f"decoder_noise must be >= 0 or None, got {decoder_noise}")
+            if pretrained_checkpoint is None:
+                raise ValueError(
+                    "decoder_noise tunes the decoder of a trained latent model: set "
+                    "pretrained_checkpoint (its denoiser, autoencoder and latent_scale)"
+                )
         if decode_beam_width < 1 or decode_temperature < 0:
             raise ValueError(
                 f"need decode_beam_width >= 1 and decode_temperature >= 0, got "
@@ -237,6 +260,14 @@ class LatentSequenceDiffusion(SequenceVocabulary, DiffusionModule):
             self.autoencoder.load_state_dict(load_prefixed(autoencoder_checkpoint, "autoencoder."))
         if pretrained_checkpoint is not None:
             self.load_denoiser(pretrained_checkpoint)
+        self.decoder_noise = decoder_noise
+        if decoder_noise is not None:
+            self._scale()  # the checkpoint must have brought a measured latent scale
+            self.denoiser.requires_grad_(False)
+            for parameter in self.autoencoder.decoder_parameters():
+                parameter.requires_grad_(True)
+            # Lightning keeps each submodule's train/eval mode as it finds it at fit start
+            self.autoencoder.train(self.training)
 
     def load_denoiser(self, path: str) -> None:
         """Denoiser weights, and the autoencoder and latent scale when the checkpoint has them."""
@@ -251,7 +282,8 @@ class LatentSequenceDiffusion(SequenceVocabulary, DiffusionModule):
 
     def train(self, mode: bool = True) -> LatentSequenceDiffusion:
         super().train(mode)
-        self.autoencoder.eval()  # frozen: never in training mode (its dropout stays off)
+        # frozen: never in training mode (its dropout stays off), except in the decoder stage
+        self.autoencoder.train(mode and getattr(self, "decoder_noise", None) is not None)
         return self
 
     # ------------------------------------------------------------------ latent <-> designs
@@ -317,7 +349,29 @@ class LatentSequenceDiffusion(SequenceVocabulary, DiffusionModule):
         return x0 + (target - x0).detach()
 
     # ------------------------------------------------------------------ pretraining
+    def decoder_loss(self, batch: dict[str, Tensor], noise: float | None = None) -> Tensor:
+        """Summed token cross-entropy (nats per sequence) of decoding each batch sequence from
+        its model-space latent plus N(0, noise²) (default ``decoder_noise``; teacher forcing, with
+        the autoencoder stage's 10 % word dropout while training)."""
+        tokens = _tokens(batch)
+        latent = self._posterior_means(tokens) * self._scale()
+        sigma = self.decoder_noise if noise is None else noise
+        if sigma:
+            latent = latent + sigma * torch.randn_like(latent)
+        # word dropout as in the autoencoder stage (active only while training)
+        logits = self.autoencoder(latent / self._scale(), tokens, input_dropout=0.1)
+        loss = nn.functional.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")
+        return loss.sum(-1).mean()
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        if self.decoder_noise is None:
+            return super().validation_step(batch, batch_idx)
+        self.log("val/loss", self.decoder_loss(batch), prog_bar=True, sync_dist=True)
+        self.log("val/recon_clean", self.decoder_loss(batch, noise=0.0), sync_dist=True)
+
     def denoising_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        if self.decoder_noise is not None:  # stage 3: the decoder learns, not the denoiser
+            return self.decoder_loss(batch)
         tokens = _tokens(batch)
         mean = self._posterior_means(tokens)
         if float(self.latent_scale) <= 0:

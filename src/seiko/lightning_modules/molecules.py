@@ -150,6 +150,7 @@ class LatentMoleculeDiffusion(LatentSequenceDiffusion):
         cond_dropout: float = 0.0,
         pretrained_checkpoint: str | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
+        decoder_noise: float | None = None,
     ) -> None:
         _check_selfies_vocabulary(vocabulary)
         super().__init__(
@@ -172,6 +173,7 @@ class LatentMoleculeDiffusion(LatentSequenceDiffusion):
             cond_dropout=cond_dropout,
             pretrained_checkpoint=pretrained_checkpoint,
             optimizer=optimizer,
+            decoder_noise=decoder_noise,
         )
 
     def tokenize(self, design: str) -> list[str]:

@@ -66,6 +66,13 @@ class SequenceAutoencoder(nn.Module):
         )
         self.head = nn.Linear(decoder_hidden, vocab_size)
 
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        """The decoder side's own parameters: the latent-to-state layer, the start token, the
+        decoder GRU and the output head. Not the token embedding (the encoder reads it too), so
+        training only these leaves every sequence's latent where it was."""
+        parts = (self.to_hidden, self.decoder, self.head)
+        return [self.start, *(p for part in parts for p in part.parameters())]
+
     # ------------------------------------------------------------------ encoder
     def _embed(self, x: Tensor) -> Tensor:
         """(B, L) token ids, or (B, L, V) token probabilities (differentiable) -> (B, L, E)."""
