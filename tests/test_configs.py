@@ -70,14 +70,20 @@ def _tiny_checkpoint(tmp_path: Path, config: Path) -> Path:
             "null",
             "--data.init_args.max_molecules",
             "200",
+            # the decoder stage (decoder_noise) needs a trained latent model: build it plain
+            *(
+                ["--model.init_args.decoder_noise", "null"]
+                if "decoder_noise:" in config.read_text()
+                else []
+            ),
         ],
         run=False,
     )
+    state = cli.model.state_dict()
+    if "latent_scale" in state and float(state["latent_scale"]) <= 0:
+        state["latent_scale"] = torch.tensor(1.0)  # a latent model's pretraining measures it
     path = tmp_path / "pretrained.ckpt"
-    torch.save(
-        {"state_dict": cli.model.state_dict(), "hyper_parameters": {"vocabulary": data.vocabulary}},
-        path,
-    )
+    torch.save({"state_dict": state, "hyper_parameters": {"vocabulary": data.vocabulary}}, path)
     return path
 
 
