@@ -119,7 +119,7 @@ def test_load_features_errors_name_the_file(tmp_path: Path):
         load_features(tmp_path / "nothing.ckpt")
     other = tmp_path / "other.ckpt"
     torch.save({"state_dict": {"denoiser.w": torch.zeros(1)}, "hyper_parameters": {}}, other)
-    with pytest.raises(ValueError, match="other.ckpt holds no SequenceClassifier features"):
+    with pytest.raises(ValueError, match="other.ckpt holds no SequenceClassifier or Finger"):
         load_features(other)
 
 

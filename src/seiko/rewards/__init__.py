@@ -10,9 +10,12 @@ and a documented rule for infeasible designs (NaN targets; see ``seiko.rewards.f
 from seiko.rewards.ensemble import RewardEnsemble, RewardMember
 from seiko.rewards.features import SequenceClassifier, SequenceFeatures, load_features
 from seiko.rewards.fit import FitReport, fit_ensemble, handle_infeasible
+from seiko.rewards.latent_features import FingerprintRegressor, LatentFingerprintFeatures
 
 __all__ = [
+    "FingerprintRegressor",
     "FitReport",
+    "LatentFingerprintFeatures",
     "RewardEnsemble",
     "RewardMember",
     "SequenceClassifier",

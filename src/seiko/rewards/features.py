@@ -143,9 +143,10 @@ class SequenceClassifier(L.LightningModule):
         )
 
 
-def load_features(path: str | Path) -> SequenceFeatures:
+def load_features(path: str | Path) -> nn.Module:
     """The frozen (eval mode, no gradients to its weights) features of a ``SequenceClassifier``
-    checkpoint.
+    checkpoint (a ``SequenceFeatures``) or of a ``FingerprintRegressor`` checkpoint (a
+    ``LatentFingerprintFeatures``, see ``seiko.rewards.latent_features``).
 
     Raises:
         FileNotFoundError: naming the path, when there is no such file.
@@ -162,11 +163,19 @@ def load_features(path: str | Path) -> SequenceFeatures:
     weights = state.get("state_dict", {})
     if not any(key.startswith("features.") for key in weights):
         raise ValueError(
-            f"{path} holds no SequenceClassifier features (no 'features.*' weights in its "
-            "state_dict)"
+            f"{path} holds no SequenceClassifier or FingerprintRegressor features (no "
+            "'features.*' weights in its state_dict)"
         )
-    names = ("vocab_size", "channels", "kernel_size", "kernel_size2", "pool")
-    features = SequenceFeatures(**{k: hparams[k] for k in names if k in hparams})
+    if "latent_checkpoint" in hparams:  # a FingerprintRegressor's
+        from seiko.rewards.latent_features import LatentFingerprintFeatures
+
+        features: nn.Module = LatentFingerprintFeatures(
+            latent_dim=int(weights["features.layer1.weight"].shape[1]),
+            width=int(weights["features.layer1.weight"].shape[0]),
+        )
+    else:
+        names = ("vocab_size", "channels", "kernel_size", "kernel_size2", "pool")
+        features = SequenceFeatures(**{k: hparams[k] for k in names if k in hparams})
     features.load_state_dict(
         {k.removeprefix("features."): v for k, v in weights.items() if k.startswith("features.")}
     )
