@@ -109,6 +109,7 @@ def replay(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, default=DEFAULT_STORE)
+    parser.add_argument("--features", type=Path, default=FEATURES)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -117,7 +118,7 @@ def main() -> None:
     latent, keep = encodable(model, designs)
     designs = [d for d, k in zip(designs, keep.tolist(), strict=True) if k]
     values, rounds = values[keep], rounds[keep]
-    features = load_features(FEATURES)
+    features = load_features(args.features)
     with torch.no_grad():
         feature_x = features(latent)
     inputs = {
@@ -148,7 +149,8 @@ def main() -> None:
     result = {
         "store": str(args.store),
         "store_sha256": hashlib.sha256(args.store.read_bytes()).hexdigest(),
-        "features_sha256": hashlib.sha256(FEATURES.read_bytes()).hexdigest(),
+        "features": str(args.features),
+        "features_sha256": hashlib.sha256(args.features.read_bytes()).hexdigest(),
         "n_measured": len(designs),
         "rounds": list(range(1, int(rounds.max()) + 1)),
         "seeds": list(SEEDS),

@@ -160,6 +160,23 @@ def test_errors_name_the_mismatch(latent_ckpt, tmp_path):
         LatentFingerprintFeatures(latent_dim=8, width=4)(torch.zeros(2, 64))
     with pytest.raises(ValueError, match="radius >= 0 and bits >= 1"):
         FingerprintRegressor(str(latent_ckpt), bits=0)
+    with pytest.raises(ValueError, match="latent_noise must be >= 0, got -1"):
+        FingerprintRegressor(str(latent_ckpt), latent_noise=-1)
+
+
+def test_latent_noise_perturbs_the_training_latents_only(latent_ckpt):
+    data = _data(latent_ckpt)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    model = FingerprintRegressor(str(latent_ckpt), width=16, bits=64, latent_noise=1.0)
+    seen = []
+    original = model.forward
+    model.forward = lambda z: seen.append(z.detach().clone()) or original(z)
+    z, _ = model._inputs(batch)
+    model._step(batch, "train")
+    model._step(batch, "val")
+    assert (seen[0] - z).std() > 0.5  # training: the latents plus unit noise
+    torch.testing.assert_close(seen[1], z)  # validation: the clean latents
 
 
 def test_online_loop_fits_the_molecular_reward_on_fingerprint_features(

@@ -82,6 +82,13 @@ class FingerprintRegressor(L.LightningModule):
         bits: fingerprint length the counts are folded to.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
+        latent_noise: while training, add N(0, latent_noise²) to each latent (model units) and
+            still predict the molecule's own fingerprint: the features become a smoothed function
+            of the latent, constant-ish over the ball the hardened decoder decodes to the same
+            molecule. Measured on the harder task (docs/molecules.md): without noise the fitted
+            reward's gradient in the latent was 5x that of an MLP on the raw latent and
+            fine-tuning overshot (AUC top-10 0.270, seed 0); with noise 1.0 the gradient was 0.8x,
+            AUC 0.301 and the last round's fresh-design Spearman 0.73.
     """
 
     def __init__(
@@ -94,10 +101,13 @@ class FingerprintRegressor(L.LightningModule):
         bits: int = 2048,
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
+        latent_noise: float = 0.0,
     ) -> None:
         super().__init__()
         if radius < 0 or bits < 1:
             raise ValueError(f"need radius >= 0 and bits >= 1, got {radius} and {bits}")
+        if not latent_noise >= 0:
+            raise ValueError(f"latent_noise must be >= 0, got {latent_noise}")
         self.save_hyperparameters()
         latent = _load_latent_model(latent_checkpoint)
         if vocabulary is not None and list(vocabulary) != list(latent.vocabulary):
@@ -163,6 +173,8 @@ class FingerprintRegressor(L.LightningModule):
 
     def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         z, target = self._inputs(batch)
+        if stage == "train" and self.hparams.latent_noise > 0:
+            z = z + self.hparams.latent_noise * torch.randn_like(z)
         prediction = self(z)
         loss = F.mse_loss(prediction, target)
         cosine = F.cosine_similarity(prediction, target, dim=-1).mean()
