@@ -89,10 +89,19 @@ def fingerprints(designs: list[str]) -> torch.Tensor:
 
 
 def replay(
-    x: torch.Tensor, y: torch.Tensor, rounds: torch.Tensor, members: int, seed: int
-) -> list[float]:
-    """Spearman on round k of a reward model fitted on rounds < k, for k = 1..last."""
-    out = []
+    x: torch.Tensor,
+    y: torch.Tensor,
+    rounds: torch.Tensor,
+    members: int,
+    seed: int,
+    latent: torch.Tensor,
+    transform: torch.nn.Module | None,
+) -> tuple[list[float], float]:
+    """Spearman on round k of a reward model fitted on rounds < k, for k = 1..last; and the
+    median norm of the last fit's gradient in the latent at the last round's designs (what
+    fine-tuning follows; NaN when the input is not differentiable in the latent, ``transform``
+    None)."""
+    out, gradient = [], math.nan
     for k in range(1, int(rounds.max()) + 1):
         train, test = rounds < k, rounds == k
         ensemble = RewardEnsemble(
@@ -103,13 +112,19 @@ def replay(
             prediction = ensemble.mean(x[test]).double()
         finite = torch.isfinite(y[test])
         out.append(float(spearman_corrcoef(prediction[finite], y[test][finite])))
-    return out
+        if k == int(rounds.max()) and transform is not None:
+            z = latent[test].clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(ensemble.mean(transform(z)).sum(), z)
+            gradient = float(grad.norm(dim=1).median())
+    return out, gradient
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, default=DEFAULT_STORE)
-    parser.add_argument("--features", type=Path, default=FEATURES)
+    parser.add_argument(
+        "--features", type=Path, nargs="+", default=[FEATURES], help="feature checkpoints"
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -118,26 +133,29 @@ def main() -> None:
     latent, keep = encodable(model, designs)
     designs = [d for d, k in zip(designs, keep.tolist(), strict=True) if k]
     values, rounds = values[keep], rounds[keep]
-    features = load_features(args.features)
-    with torch.no_grad():
-        feature_x = features(latent)
     inputs = {
-        "latent": (latent, 1),
-        "latent, ensemble of 5": (latent, 5),
-        "fingerprint features": (feature_x, 1),
-        "fingerprint features, ensemble of 5": (feature_x, 5),
-        "exact fingerprint (not differentiable)": (fingerprints(designs), 1),
+        "latent": (latent, 1, torch.nn.Identity()),
+        "latent, ensemble of 5": (latent, 5, torch.nn.Identity()),
     }
+    for path in args.features:
+        features = load_features(path)
+        with torch.no_grad():
+            feature_x = features(latent)
+        name = f"fingerprint features ({path.name})"
+        inputs[name] = (feature_x, 1, features)
+        inputs[f"{name}, ensemble of 5"] = (feature_x, 5, features)
+    inputs["exact fingerprint (not differentiable)"] = (fingerprints(designs), 1, None)
     rows = []
-    for name, (x, members) in inputs.items():
+    for name, (x, members, transform) in inputs.items():
         start = time.perf_counter()
-        per_seed = [replay(x, values, rounds, members, seed) for seed in SEEDS]
-        by_round = list(zip(*per_seed, strict=True))
+        runs = [replay(x, values, rounds, members, seed, latent, transform) for seed in SEEDS]
+        by_round = list(zip(*(spearman for spearman, _ in runs), strict=True))
         row = {
             "input": name,
             "members": members,
             "spearman_mean": [statistics.mean(r) for r in by_round],
             "spearman_std": [statistics.stdev(r) for r in by_round],
+            "gradient_norm": statistics.mean(gradient for _, gradient in runs),
             "seconds": time.perf_counter() - start,
         }
         rows.append(row)
@@ -145,12 +163,14 @@ def main() -> None:
             f"{m:.3f}±{s:.3f}"
             for m, s in zip(row["spearman_mean"], row["spearman_std"], strict=True)
         )
-        print(f"{name:40s} {cells} ({row['seconds']:.0f} s)", flush=True)
+        print(
+            f"{name:48s} {cells} |grad| {row['gradient_norm']:.3f} ({row['seconds']:.0f} s)",
+            flush=True,
+        )
     result = {
         "store": str(args.store),
         "store_sha256": hashlib.sha256(args.store.read_bytes()).hexdigest(),
-        "features": str(args.features),
-        "features_sha256": hashlib.sha256(args.features.read_bytes()).hexdigest(),
+        "features": {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in args.features},
         "n_measured": len(designs),
         "rounds": list(range(1, int(rounds.max()) + 1)),
         "seeds": list(SEEDS),
@@ -163,10 +183,11 @@ def main() -> None:
         "",
         f"Replay of {len(designs)} stored answers ({args.store.name}): for round k, fit on rounds "
         "< k, rank round k (see benchmarks/reward_features_molecules.py). Mean ± std over "
-        f"{len(SEEDS)} fit seeds.",
+        f"{len(SEEDS)} fit seeds. |grad|: median norm of the last fit's gradient in the latent at "
+        "the last round's designs (mean over seeds), what fine-tuning follows.",
         "",
-        "| input | " + " | ".join(f"round {k}" for k in result["rounds"]) + " |",
-        "|---|" + "---|" * len(result["rounds"]),
+        "| input | " + " | ".join(f"round {k}" for k in result["rounds"]) + " | \\|grad\\| |",
+        "|---|" + "---|" * (len(result["rounds"]) + 1),
     ]
     for row in rows:
         lines.append(
@@ -175,7 +196,7 @@ def main() -> None:
                 f"{m:.3f} ± {s:.3f}"
                 for m, s in zip(row["spearman_mean"], row["spearman_std"], strict=True)
             )
-            + " |"
+            + f" | {row['gradient_norm']:.3f} |"
         )
     (RESULTS / "reward_features_molecules.md").write_text("\n".join(lines) + "\n")
 
