@@ -75,7 +75,30 @@ class SequenceFeatures(nn.Module):
         return self.norm(h.amax(dim=-1))
 
 
-class SequenceClassifier(L.LightningModule):
+class FeaturePretrainer(L.LightningModule):
+    """Shared loop of the feature pretrainers: train/val/test all run ``_step(batch, stage)``
+    (which logs and returns the loss), optimised by AdamW with ``hparams.lr`` and
+    ``hparams.weight_decay``."""
+
+    def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+        raise NotImplementedError
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+
+
+class SequenceClassifier(FeaturePretrainer):
     """Pretrains ``SequenceFeatures`` by classifying a labelled sequence datamodule's labels.
 
     Batches are the ``SequenceDataModule``'s: ``{"x": (B, L, V) in {-1, +1}, "cond": (B,)}``.
@@ -127,20 +150,6 @@ class SequenceClassifier(L.LightningModule):
         self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=stage != "train")
         self.log(f"{stage}/accuracy", accuracy, prog_bar=stage != "train", sync_dist=True)
         return loss
-
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
-        )
 
 
 def load_features(path: str | Path) -> nn.Module:

@@ -31,6 +31,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from seiko.rewards.features import FeaturePretrainer
+
 
 class LatentFingerprintFeatures(nn.Module):
     """(B, latent_dim) model-space latents -> (B, width) standardised features.
@@ -65,7 +67,7 @@ class LatentFingerprintFeatures(nn.Module):
         return self.norm(self.hidden(z))
 
 
-class FingerprintRegressor(L.LightningModule):
+class FingerprintRegressor(FeaturePretrainer):
     """Pretrains ``LatentFingerprintFeatures`` to predict Morgan count fingerprints from latents.
 
     Batches are a ``MoleculeDataModule``'s (token ids of canonical SELFIES over the latent model's
@@ -181,20 +183,6 @@ class FingerprintRegressor(L.LightningModule):
         self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=stage != "train")
         self.log(f"{stage}/cosine", cosine, prog_bar=stage != "train", sync_dist=True)
         return loss
-
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
-        )
 
 
 def _load_latent_model(path: str | Path) -> L.LightningModule:
