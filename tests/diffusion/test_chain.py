@@ -352,3 +352,82 @@ def test_checkpoint_recomputes_in_the_train_eval_mode_of_the_first_pass():
     # The no-grad first pass may take torch's fused attention kernels (eval mode), whose
     # rounding differs from the plain chain's in the last bits: close, not bitwise equal.
     torch.testing.assert_close(ckpt, plain, rtol=1e-3, atol=1e-4 * plain.abs().max().item())
+
+
+def _early_kl_gradient(sampler, net, ref, trajectory, first: int) -> list[Tensor]:
+    """d/d theta of sum_i KL_i over the first ``first`` steps, each at its stored x_i (constant)."""
+    total = 0.0
+    for i in range(first):
+        coef = sampler.coefficients[i]
+        if coef.std == 0:
+            continue
+        x = trajectory[i]
+        t = torch.full((B,), sampler.timesteps[i])
+        with torch.no_grad():
+            ref_out = ref(x, t, None)
+        total = total + sampler._step(net, ref_out, x, t, None, coef)[1].sum()
+    return torch.autograd.grad(total, list(net.parameters()))
+
+
+def test_kl_sampled_steps_all_gives_the_exact_early_kl_gradient_and_keeps_the_value():
+    net, ref = tiny_denoiser(0), tiny_denoiser(1).requires_grad_(False)
+    truncate, first = 2, STEPS - 2
+    x_T, noises = torch.randn(B, L, V), fixed_noises()
+    kwargs = dict(num_steps=STEPS, eta=1.0, truncate=truncate, kl_reduction="sum")
+    plain = GaussianSampler(NoiseSchedule.create(), **kwargs)
+    sampled = GaussianSampler(NoiseSchedule.create(), kl_sampled_steps=STEPS, **kwargs)
+    a = plain(net, x_T, reference=ref, grad=True, noises=noises, return_trajectory=True)
+    b = sampled(net, x_T, reference=ref, grad=True, noises=noises)
+    # the value is the same KL
+    torch.testing.assert_close(b.kl, a.kl)
+    torch.testing.assert_close(b.kl_per_step, a.kl_per_step)
+    # the extra gradient is exactly the early steps' parameter gradient at the stored x_t
+    grad_a = torch.autograd.grad(a.kl.sum(), list(net.parameters()), allow_unused=True)
+    grad_b = torch.autograd.grad(b.kl.sum(), list(net.parameters()), allow_unused=True)
+    early = _early_kl_gradient(plain, net, ref, a.trajectory, first)
+    assert any(g.abs().sum() > 0 for g in early)
+    for ga, gb, ge in zip(grad_a, grad_b, early, strict=True):
+        ga = torch.zeros_like(ge) if ga is None else ga
+        torch.testing.assert_close(gb, ga + ge, rtol=1e-4, atol=1e-6)
+
+
+def test_kl_sampled_steps_draws_an_unbiased_subset():
+    net, ref = tiny_denoiser(0), tiny_denoiser(1).requires_grad_(False)
+    x_T, noises = torch.randn(B, L, V), fixed_noises()
+    # the last step is deterministic (no KL term): truncate=2 leaves one KL step with autograd
+    kwargs = dict(num_steps=STEPS, eta=1.0, truncate=2, kl_reduction="sum")
+    plain = GaussianSampler(NoiseSchedule.create(), **kwargs)
+    sampled = GaussianSampler(NoiseSchedule.create(), kl_sampled_steps=2, **kwargs)
+    a = plain(net, x_T, reference=ref, grad=True, noises=noises, return_trajectory=True)
+    base = torch.autograd.grad(a.kl.sum(), list(net.parameters()), allow_unused=True)
+    early = _early_kl_gradient(plain, net, ref, a.trajectory, STEPS - 2)
+    flat = torch.cat([g.flatten() for g in early])
+
+    random.seed(0)
+    draws = []
+    for _ in range(200):
+        b = sampled(net, x_T, reference=ref, grad=True, noises=noises)
+        grads = torch.autograd.grad(b.kl.sum(), list(net.parameters()), allow_unused=True)
+        extra = [
+            gb - (torch.zeros_like(gb) if ga is None else ga)
+            for gb, ga in zip(grads, base, strict=True)
+        ]
+        draws.append(torch.cat([g.flatten() for g in extra]))
+    draws = torch.stack(draws)
+    # one draw is a subset: not the full gradient; the mean over draws converges to it
+    assert (draws[0] - flat).norm() > 0.05 * flat.norm()
+    assert (draws.mean(0) - flat).norm() < 0.1 * flat.norm()
+
+
+def test_kl_sampled_steps_is_idle_without_reference_or_gradient():
+    net = Recorder(tiny_denoiser())
+    sampler = GaussianSampler(
+        NoiseSchedule.create(), num_steps=STEPS, truncate=2, kl_sampled_steps=3
+    )
+    sampler(net, torch.randn(B, L, V), grad=True).x0.sum().backward()
+    assert len(net.calls) == STEPS  # no reference: no extra denoiser call
+    net.calls.clear()
+    sampler(net, torch.randn(B, L, V), reference=tiny_denoiser(1))
+    assert len(net.calls) == STEPS  # sampling without gradient: none either
+    with pytest.raises(ValueError, match="kl_sampled_steps must be an integer >= 0, got -1"):
+        GaussianSampler(NoiseSchedule.create(), kl_sampled_steps=-1)

@@ -14,6 +14,16 @@ Uehara et al. 2024 "SEIKO"):
     with ``truncate_min=k`` K is drawn uniformly from {k, ..., truncate} at every call, AlignProp's
     randomised truncation, which keeps the expected gradient informative about early steps
     without paying for all of them each time.
+  * ``kl_sampled_steps=m`` gives the KL a gradient on the steps that run without autograd too. A
+    truncated chain's reward gradient reaches only its last K steps, but the weights it updates
+    also move the first T-K steps, where, without this, the KL measures the drift but never pulls
+    back (its value counts every step, its gradient only the last K). At each call m of those
+    steps are drawn uniformly without replacement; each one's KL is recomputed with autograd at
+    its stored x_t (a constant) and added as (T'/m) * (KL_i - stop_gradient(KL_i)), T' being the
+    number of such stochastic steps. The returned KL's value is unchanged, and its gradient adds
+    an unbiased estimate of sum_i d KL_i / d theta at the sampled x_i: the per-step KL regulariser
+    of DPOK (Fan et al. 2023, the KL upper bound of their eq. 6, evaluated on the model's own
+    trajectory). It costs m more forward and backward passes of the denoiser per call.
 
 The KL's gradient (``kl_gradient``). KL_t = ||mu_theta(x_t) - mu_ref(x_t)||^2 / (2 sigma_t^2) is
 evaluated on the trained chain's own x_t, which depends on theta through the earlier steps. Its
@@ -94,6 +104,8 @@ class GaussianSampler:
         kl_reduction: "sum" (the KL) or "mean" (per-dimension average, see diffusion.step).
         kl_gradient: "detached" (reference taken without gradient, ~5 forwards per checkpointed
             step) or "exact" (gradient also through the reference's input, ~8); see above.
+        kl_sampled_steps: how many of the steps without autograd (the first T-K of a truncated
+            chain) get a KL gradient at each call, drawn at random (0: none); see above.
     """
 
     schedule: NoiseSchedule
@@ -106,10 +118,15 @@ class GaussianSampler:
     truncate_min: int | None = None
     kl_reduction: KLReduction = "mean"
     kl_gradient: KLGradient = "detached"
+    kl_sampled_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.kl_gradient not in ("detached", "exact"):
             raise ValueError(f"kl_gradient must be 'detached' or 'exact', got {self.kl_gradient!r}")
+        if not (isinstance(self.kl_sampled_steps, int) and self.kl_sampled_steps >= 0):
+            raise ValueError(
+                f"kl_sampled_steps must be an integer >= 0, got {self.kl_sampled_steps!r}"
+            )
         self.timesteps = self.schedule.timesteps(self.num_steps, self.spacing)
         prev = self.timesteps[1:] + [-1]
         self.coefficients: list[StepCoefficients] = [
@@ -204,6 +221,9 @@ class GaussianSampler:
         kls: list[Tensor] = []
         trajectory = [x_T.detach()] if return_trajectory else []
         detached = self.kl_gradient == "detached"
+        # (step, x_t) of the stochastic steps that run without autograd, for kl_sampled_steps
+        sample_kl = grad and reference is not None and self.kl_sampled_steps > 0
+        no_grad_states: list[tuple[int, Tensor]] = []
         # The trainable tensors of a module denoiser, for seiko's recompute; anything else (a
         # plain callable, a conditioning that itself needs gradient) takes torch's checkpoint.
         params = None
@@ -225,6 +245,8 @@ class GaussianSampler:
                     step_reference = reference(x, t_tensors[i], cond)
             args = (denoiser, step_reference, x, t_tensors[i], cond, coef)
             if not (grad and i >= n - k):
+                if sample_kl and coef.std > 0:
+                    no_grad_states.append((i, x.detach()))
                 with torch.no_grad():
                     mean, kl = self._step(*args)
             elif self.checkpoint and params is not None:
@@ -260,6 +282,10 @@ class GaussianSampler:
             kls.append(no_kl if kl is None else kl)
             if return_trajectory:
                 trajectory.append(x.detach())
+        if no_grad_states:
+            self._add_sampled_kl_gradients(
+                denoiser, reference, no_grad_states, t_tensors, cond, kls
+            )
         kl_per_step = x.new_zeros(n, batch) if reference is None else torch.stack(kls)
         return ChainOutput(
             x0=x, kl=kl_per_step.sum(0), kl_per_step=kl_per_step, trajectory=trajectory
@@ -326,6 +352,27 @@ class GaussianSampler:
             empty = trajectory[0].new_zeros(0, trajectory[0].shape[0])
             return empty, empty
         return torch.stack(log_probs), torch.stack(kls)
+
+    def _add_sampled_kl_gradients(
+        self,
+        denoiser: Denoiser,
+        reference: Denoiser,
+        states: list[tuple[int, Tensor]],
+        t_tensors: list[Tensor],
+        cond: Tensor | None,
+        kls: list[Tensor],
+    ) -> None:
+        """``kl_sampled_steps``: give ``kls`` at m random no-autograd steps a zero-valued term
+        whose gradient is (T'/m) d KL_i / d theta at the step's stored x_i (see the module
+        docstring)."""
+        m = min(self.kl_sampled_steps, len(states))
+        scale = len(states) / m
+        for i, x in random.sample(states, m):
+            coef = self.coefficients[i]
+            with torch.no_grad():
+                ref_out = reference(x, t_tensors[i], cond)
+            _, kl = self._step(denoiser, ref_out, x, t_tensors[i], cond, coef)
+            kls[i] = kls[i] + scale * (kl - kl.detach())
 
     def _step(
         self,
