@@ -219,3 +219,25 @@ def test_finetune_chain_runs_in_the_configured_mode_and_restores_it(train_mode):
     assert reward_modes == [True]  # restored before the reward is computed
     assert module.denoiser.training
     assert module.hparams["sampler"]["train_mode"] is train_mode
+
+
+def test_kl_sampled_steps_reaches_the_module_chain_and_keeps_the_loss_value():
+    """``SamplerConfig(kl_sampled_steps=...)`` is handed to the chain; the fine-tuning loss is
+    the same number, and the KL now also has a gradient from the steps run without autograd."""
+    terms = {}
+    for m in (0, 8):
+        sampler = SamplerConfig(num_steps=4, checkpoint=True, truncate=1, kl_sampled_steps=m)
+        module = make_module(mode="finetune", sampler=sampler)
+        assert module.sampler.kl_sampled_steps == m
+        module.reward = count_reward
+        module.snapshot_reference()
+        with torch.no_grad():
+            for p in module.denoiser.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        torch.manual_seed(1)
+        terms[m] = module.finetune_loss(4)
+        assert module.hparams["sampler"]["kl_sampled_steps"] == m
+    torch.testing.assert_close(terms[8]["kl"], terms[0]["kl"])
+    # truncate=1: the only autograd step is the deterministic last one, without a KL term
+    assert not terms[0]["kl"].requires_grad
+    assert terms[8]["kl"].requires_grad

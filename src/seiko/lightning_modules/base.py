@@ -55,8 +55,10 @@ class SamplerConfig:
     ``kl_weight`` works whatever the design's size; ``"sum"`` is the exact KL (see diffusion.step).
     ``kl_gradient="detached"`` takes the reference's prediction without gradient (the public SEIKO
     and AlignProp code's choice, ~5 forwards per checkpointed step); ``"exact"`` also backpropagates
-    through the reference's input (~8); see ``seiko.diffusion.chain``. ``guidance_scale`` is
-    used by ``mode="guidance"`` only.
+    through the reference's input (~8); see ``seiko.diffusion.chain``. ``kl_sampled_steps=m``
+    also gives the KL a gradient on m random steps of those a truncated chain runs without
+    autograd (unbiased, m extra forward/backward passes a step; see ``seiko.diffusion.chain``).
+    ``guidance_scale`` is used by ``mode="guidance"`` only.
 
     ``train_mode=False`` (default) runs the denoiser in eval mode inside the fine-tuning chain:
     the chain being optimised is then the sampler that will be deployed (``sample`` runs in eval
@@ -74,6 +76,7 @@ class SamplerConfig:
     truncate_min: int | None = None
     kl_reduction: KLReduction = "mean"
     kl_gradient: KLGradient = "detached"
+    kl_sampled_steps: int = 0
     guidance_scale: float = 1.0
     train_mode: bool = False
 
