@@ -62,10 +62,6 @@ TASKS = {
         # better than chance on this motif oracle (Spearman ~0); an MLP on the frozen features of
         # a cell-type classifier pretrained on the DHS labels does (benchmarks/reward_features.py)
         "reward_model": {"architecture": "mlp", "features": "models/dna/features.ckpt"},
-        # why: from round 1 the fine-tuned model samples 4x the quota and the reward model (with
-        # the method's bonus) picks which to measure; seed-0 pilots: AUC top-10 0.250 -> 0.267
-        # (SEIKO-UCB), 0.239 -> 0.259 (Bootstrap); docs/sequences.md, session 12
-        "select_from": 4,
     },
     "rna": {
         "task": "trna_structure",
@@ -101,8 +97,6 @@ CHAINS_PER_STEP = 8
 LR = 5.0e-5
 KL_WEIGHT = 0.1
 PER_ROUND = [BUDGET // ROUNDS] * ROUNDS
-# the methods that choose their later rounds' queries with the reward model (``select_from``)
-SELECTING = ("seiko_ucb", "seiko_bootstrap", "seiko_ts", "greedy")
 
 
 def methods(ucb_beta: float) -> dict[str, dict]:
@@ -167,12 +161,6 @@ def config(domain: str, method: str) -> dict:
             "budget": BUDGET,
             **({"screen": True} if spec.get("screen") else {}),
             **{**methods(spec["ucb_beta"]), **other_methods(spec["ucb_beta"])}[method],
-            # the acquisition step of the adaptive methods (non-adaptive has no later round)
-            **(
-                {"select_from": spec["select_from"]}
-                if spec.get("select_from") and method in SELECTING
-                else {}
-            ),
             "reward_model": {
                 **spec.get("reward_model", {"architecture": "cnn"}),
                 "epochs": 100,
