@@ -22,8 +22,9 @@ Uehara et al. 2024 "SEIKO"):
     its stored x_t (a constant) and added as (T'/m) * (KL_i - stop_gradient(KL_i)), T' being the
     number of such stochastic steps. The returned KL's value is unchanged, and its gradient adds
     an unbiased estimate of sum_i d KL_i / d theta at the sampled x_i: the per-step KL regulariser
-    of DPOK (Fan et al. 2023, the KL upper bound of their eq. 6, evaluated on the model's own
-    trajectory). It costs m more forward and backward passes of the denoiser per call.
+    of DPOK (Fan et al. 2023: the KL between the two chains is bounded by the sum of per-step
+    KLs, evaluated on the model's own trajectory). It costs m more forward and backward passes of
+    the denoiser per call.
 
 The KL's gradient (``kl_gradient``). KL_t = ||mu_theta(x_t) - mu_ref(x_t)||^2 / (2 sigma_t^2) is
 evaluated on the trained chain's own x_t, which depends on theta through the earlier steps. Its
