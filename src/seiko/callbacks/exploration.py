@@ -245,6 +245,7 @@ class OnlineExploration(Callback):
         )
         self.history: list[dict[str, float]] = []
         self._pending_ensemble: dict[str, Any] | None = None
+        self._resumed = False  # set by load_state_dict: the next round refits
 
     # ------------------------------------------------------------------ setup
     @property
@@ -304,8 +305,11 @@ class OnlineExploration(Callback):
         stats: dict[str, float] = {"round": float(round_)}
         if quota > 0:
             stats.update(self._query(trainer, pl_module, round_, quota))
-        if quota > 0 or self.ensemble is None:
+        if quota > 0 or self.ensemble is None or self._resumed:
+            # a resumed run refits once on everything the store holds: its checkpointed
+            # ensemble may predate answers paid just before the interruption
             stats.update(self._refit(trainer, pl_module, round_))
+            self._resumed = False
         pl_module.reward = self._build_reward(trainer, pl_module, round_)
         if trainer.is_global_zero:
             stats.update(self._store_stats())
@@ -633,6 +637,7 @@ class OnlineExploration(Callback):
             self.store_path = state_dict["store_path"]  # the resumed run keeps its paid queries
         self.history = list(state_dict["history"])
         self.screened = [tuple(item) for item in state_dict.get("screened", [])]
+        self._resumed = True
         if state_dict["ensemble"] is not None:
             shape = state_dict.get("ensemble_input_shape")
             if self.ensemble is None and shape is not None:
