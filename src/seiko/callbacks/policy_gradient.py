@@ -31,7 +31,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from seiko.callbacks.exploration import _gather, design_keys
 from seiko.diffusion.ppo import normalized_advantages
@@ -57,6 +57,10 @@ class OnlinePPO(Callback):
         screen: drop samples the oracle's free ``fits(design)`` rejects before paying, and
             sample again to fill the update (see the module docstring).
         max_draws: samplings per update to fill it with fitting samples (``screen`` only).
+        max_idle_updates: stop training, with a warning, after this many updates in a row paid
+            for no new design: a model that only repeats designs already measured (a collapse;
+            e.g. the protein prior's empty sequence) would otherwise loop until ``max_epochs``
+            without ever spending the rest of the budget.
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class OnlinePPO(Callback):
         seed: int = 0,
         screen: bool = False,
         max_draws: int = 8,
+        max_idle_updates: int = 10,
     ) -> None:
         if budget < 1 or samples_per_update < 1 or ppo_epochs < 1:
             raise ValueError(
@@ -95,6 +100,10 @@ class OnlinePPO(Callback):
         if max_draws < 1:
             raise ValueError(f"max_draws must be >= 1, got {max_draws}")
         self.screen, self.max_draws = screen, max_draws
+        if max_idle_updates < 1:
+            raise ValueError(f"max_idle_updates must be >= 1, got {max_idle_updates}")
+        self.max_idle_updates = max_idle_updates
+        self.idle_updates = 0  # consecutive updates that paid for nothing new
         self.ledger: OracleLedger | None = None
         self.history: list[dict[str, float]] = []
 
@@ -152,12 +161,23 @@ class OnlinePPO(Callback):
         batch_out, designs, pass_rate = self._draw(trainer, pl_module, quota, generator)
         counts = _gather(trainer, [len(designs)])  # each rank's share of the update, rank order
         all_designs = _gather(trainer, designs)
-        values = None
+        values = stop = None
         if trainer.is_global_zero:
+            spent = self.ledger.spent
             values = self.ledger.measure(
                 all_designs, round=update, keys=design_keys(pl_module, all_designs)
             )
-        values = self._broadcast(trainer, values)
+            self.idle_updates = 0 if self.ledger.spent > spent else self.idle_updates + 1
+            stop = self.idle_updates >= self.max_idle_updates
+            if stop:
+                rank_zero_warn(
+                    f"PPO update {update}: {self.idle_updates} updates in a row paid for no new "
+                    f"design (the model repeats designs already measured: collapsing?); "
+                    f"stopping with {self.ledger.remaining} of {self.budget} queries unspent"
+                )
+        values, stop = self._broadcast(trainer, (values, stop))
+        if stop:
+            trainer.should_stop = True
         start, share = sum(counts[:rank]), counts[rank]
         advantages = normalized_advantages(values, clip=self.advantage_clip)[start : start + share]
         if batch_out is not None:
