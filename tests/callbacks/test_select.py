@@ -115,3 +115,65 @@ def test_a_resumed_run_rebuilds_the_ensemble_from_the_checkpoint(dhs_table, tmp_
 def test_select_from_must_be_a_positive_integer(bad):
     with pytest.raises(ValueError, match=f"select_from must be an integer >= 1, got {bad}"):
         OnlineExploration(FunctionOracle(gc), budget=4, queries_per_round=[4], select_from=bad)
+
+
+class GCIfPyrimidineStart:
+    """GC content, measurable only for designs whose first letter is C or T (a free check)."""
+
+    name = "gc_pyrimidine_start"
+    higher_is_better = True
+
+    def fits(self, design: str) -> bool:
+        return design[:1] in ("C", "T")
+
+    def __call__(self, designs):
+        return torch.tensor([gc(d) if self.fits(d) else float("nan") for d in designs])
+
+
+def test_with_the_screen_selection_pools_fitting_designs_before_it_picks(dhs_table, tmp_path):
+    """The pool is select_from x the quota of designs that pass the screen, not of raw samples:
+    a first draw of 4 x 16 of which only part fits must be topped up before the pick."""
+    model, data = tiny_dna(dhs_table, "finetune")
+    oracle = GCIfPyrimidineStart()
+    sampled: list[list[str]] = []
+    sample = model.sample
+
+    def recording_sample(n, **kwargs):
+        x = sample(n, **kwargs)
+        sampled.append(model.decode(x))
+        return x
+
+    model.sample = recording_sample
+    exploration = OnlineExploration(
+        oracle,
+        budget=48,
+        queries_per_round=[32, 16],
+        bonus=Greedy(),
+        reward_model={"architecture": "mlp", "epochs": 20},
+        sample_batch_size=64,
+        screen=True,
+        select_from=4,
+        max_draws=8,
+    )
+    trainer = quiet_trainer(
+        max_epochs=2,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        callbacks=[exploration],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, datamodule=data)
+    rows = FeedbackStore(tmp_path / "feedback.sqlite").rows(oracle=oracle.name)
+    round1 = [r.design for r in rows if r.round == 1]
+    assert len(round1) == 16 and all(oracle.fits(d) for d in round1)
+    # round 0 fills 32 fitting designs; round 1 draws until 4 x 16 fitting candidates are pooled
+    first = next(
+        i
+        for i in range(1, len(sampled) + 1)
+        if sum(oracle.fits(d) for s in sampled[:i] for d in s) >= 32
+    )
+    fitting1 = [d for s in sampled[first:] for d in s if oracle.fits(d)]
+    assert len(sampled[first]) == 4 * 16  # the first draw of round 1 does not know the pass rate
+    assert sum(oracle.fits(d) for d in sampled[first]) < 4 * 16  # so it falls short of the pool
+    assert len(fitting1) >= 4 * 16
+    assert set(round1) <= set(fitting1)

@@ -170,8 +170,11 @@ class OnlineExploration(Callback):
             the fine-tuned sampler: the generator proposes, the reward model picks. Costs
             ``select_from`` times the sampling, no oracle call. 1 (default): the round queries
             the designs as sampled, the SEIKO paper's choice. Round 0 (no reward model yet) and
-            the non-adaptive baseline never select. The logged fresh-design Spearman then
-            measures the reward model on designs it chose (a range-restricted sample).
+            the non-adaptive baseline never select. With ``screen``, the pool is of fitting
+            designs: the round keeps drawing (within ``max_draws``) until it holds
+            ``select_from`` times the missing quota of designs that pass the screen, then picks.
+            The logged fresh-design Spearman then measures the reward model on designs it chose
+            (a range-restricted sample).
     """
 
     def __init__(
@@ -350,28 +353,39 @@ class OnlineExploration(Callback):
                 # a run resumed at this round's start: the previous round's reward, rebuilt
                 pl_module.reward = self._build_reward(trainer, pl_module, round_ - 1)
             factor = self.select_from if pl_module.reward is not None else 1
+        # with the screen, selection pools fitting designs over draws until it holds
+        # select_from x the missing quota: the first draw of a round does not know the pass rate
+        pool_screened = self.screen and factor > 1
         while missing > 0 and draws < self.max_draws:
-            draws += 1
-            want = missing * factor
-            if self.screen and proposed:  # size the draw by the pass rate seen so far
-                rate = max(passed / proposed, 1 / 8)
-                want = min(math.ceil(want / rate), 8 * want)
-            share = want // world + (1 if rank < want % world else 0)
+            target = missing * factor
             designs: list[Any] = []
-            if share > 0:
-                x = pl_module.sample(share, batch_size=self.sample_batch_size, generator=generator)
-                designs = pl_module.decode(x)
-            designs = _gather(trainer, designs)
-            if self.screen:  # free: every rank holds the same list and filters it the same way
-                proposed += len(designs)
-                fits = [bool(self.oracle.fits(design)) for design in designs]
-                self._keep_screened(
-                    pl_module, round_, [d for d, ok in zip(designs, fits, strict=True) if not ok]
-                )
-                designs = [d for d, ok in zip(designs, fits, strict=True) if ok]
-                passed += len(designs)
-                if factor == 1:
-                    designs = designs[:missing]
+            while True:
+                draws += 1
+                want = target - len(designs)
+                if self.screen and proposed:  # size the draw by the pass rate seen so far
+                    rate = max(passed / proposed, 1 / 8)
+                    want = min(math.ceil(want / rate), 8 * want)
+                share = want // world + (1 if rank < want % world else 0)
+                drawn: list[Any] = []
+                if share > 0:
+                    x = pl_module.sample(
+                        share, batch_size=self.sample_batch_size, generator=generator
+                    )
+                    drawn = pl_module.decode(x)
+                drawn = _gather(trainer, drawn)
+                if self.screen:  # free: every rank holds the same list, filters it the same way
+                    proposed += len(drawn)
+                    fits = [bool(self.oracle.fits(design)) for design in drawn]
+                    self._keep_screened(
+                        pl_module, round_, [d for d, ok in zip(drawn, fits, strict=True) if not ok]
+                    )
+                    drawn = [d for d, ok in zip(drawn, fits, strict=True) if ok]
+                    passed += len(drawn)
+                designs += drawn
+                if not pool_screened or len(designs) >= target or draws >= self.max_draws:
+                    break
+            if self.screen and factor == 1:
+                designs = designs[:missing]
             if factor > 1:
                 designs = self._broadcast(
                     trainer,
