@@ -267,6 +267,24 @@ def summarise(
     }
 
 
+def set_aside_earlier_run(root: Path) -> Path | None:
+    """Move an earlier run's directory out of the way of a new run, keeping its answers.
+
+    A run directory that already holds a feedback store (an earlier invocation into the same
+    ``--out``, e.g. with other settings, or ``--rerun``) would otherwise be read by the new run
+    as its own: the loop finds the budget spent, pays for nothing, and the row reports the old
+    answers. The directory is renamed ``<name>.earlier-<n>`` (nothing paid is deleted); returns
+    the new path, or None when there was nothing to move."""
+    if not (root / "feedback.sqlite").exists():
+        return None
+    n = 1
+    while (moved := root.with_name(f"{root.name}.earlier-{n}")).exists():
+        n += 1
+    root.rename(moved)
+    print(f"{root}: an earlier run's feedback store is there; moved to {moved.name}", flush=True)
+    return moved
+
+
 def run_method(task: str, method: str, seed: int, out: Path) -> dict:
     """The method's config, with the seed, the run directory and no checkpoint files."""
     config = _yaml(config_path(task, method))
@@ -283,6 +301,7 @@ def run_method(task: str, method: str, seed: int, out: Path) -> dict:
             callback["init_args"].update(seed=seed, fit_progress=False)
         if callback["class_path"].endswith("OnlinePPO"):
             callback["init_args"].update(seed=seed)
+    set_aside_earlier_run(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     start = time.perf_counter()

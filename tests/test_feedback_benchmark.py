@@ -41,6 +41,41 @@ def test_kept_runs_are_reused_only_while_the_fingerprint_matches(tmp_path, monke
     assert bench.kept_run("harder", "best_of_n", 0)["final_validity"] == 0.5
 
 
+def test_a_new_run_never_reads_an_earlier_runs_feedback_store(tmp_path, monkeypatch):
+    """An earlier invocation's store in the run directory (same --out, other settings or
+    --rerun) would make the new run find its budget spent and report the old answers: the
+    directory is moved aside, answers kept, and the new run starts on an empty one."""
+    from seiko.oracles.store import FeedbackStore
+
+    bench = _benchmark()
+    root = tmp_path / "harder_greedy_0"
+    root.mkdir()
+    FeedbackStore(root / "feedback.sqlite").close()
+    (root / "marker").write_text("earlier")
+    seen = {}
+
+    class StopRunError(Exception):
+        pass
+
+    def fake_cli(argv):
+        seen["store_there"] = (root / "feedback.sqlite").exists()
+        seen["config"] = Path(argv[-1]).exists()
+        raise StopRunError
+
+    monkeypatch.setattr(bench, "build_cli", fake_cli)
+    with pytest.raises(StopRunError):
+        bench.run_method("harder", "greedy", 0, tmp_path)
+    assert seen == {"store_there": False, "config": True}
+    moved = tmp_path / "harder_greedy_0.earlier-1"
+    assert (moved / "feedback.sqlite").exists() and (moved / "marker").read_text() == "earlier"
+    # a second earlier run gets the next free name; a directory without a store stays put
+    FeedbackStore(root / "feedback.sqlite").close()
+    assert bench.set_aside_earlier_run(root) == tmp_path / "harder_greedy_0.earlier-2"
+    (tmp_path / "empty").mkdir()
+    assert bench.set_aside_earlier_run(tmp_path / "empty") is None
+    assert (tmp_path / "empty").is_dir()
+
+
 def test_every_task_reads_its_oracle_budget_and_prior_from_its_configs():
     bench = _benchmark()
     for task in bench.TASK_DIRS:
