@@ -46,19 +46,29 @@ SAMPLES = 10  # PPO: updates of 10, 10 and (capped) 4 samples
 HEPG2 = "HepG2_ENCLB029COU"
 
 
-def _check_model(task: str, method: str, model) -> None:
-    """Guidance never trains the prior; PPO does. DNA guidance designs for HepG2's class."""
+def _check_model(task: str, method: str, model, rows) -> None:
+    """Guidance never trains the prior; PPO does whenever an update's answers differ (its
+    advantages are the update's normalised answers). DNA guidance designs for HepG2's class."""
     assert model.mode == method
     if method == "guidance":
         assert_prior_network(model.denoiser, TASKS[task].prior)
         assert model.guidance_scale == 1.0
         assert model.reward is not None  # the online loop's learned reward steers sampling
-    else:  # PPO's steps moved the weights away from the prior's
+    else:
         prior = prior_checkpoint(TASKS[task].prior)["state_dict"]
-        assert any(
+        moved = any(
             not torch.equal(value, prior[f"denoiser.{key}"])
             for key, value in model.denoiser.state_dict().items()
         )
+        spread = any(
+            len({r.value for r in rows if r.round == k and r.value == r.value}) > 1
+            for k in {r.round for r in rows}
+        )
+        # (the protein prior's samples mostly score 0 bits on Pkinase: a run this small may
+        # measure nothing else, and then no update has an advantage to follow; its weights may
+        # still move by the KL term, so only finiteness is asked of them)
+        assert moved or not spread
+        assert all(bool(v.isfinite().all()) for v in model.denoiser.state_dict().values())
     if task == "dna":
         assert model.target_label == HEPG2
         if method == "ppo":  # PPO's trajectories run on (and are re-scored under) HepG2's class
@@ -97,7 +107,7 @@ def test_generated_config_runs_through_the_cli(task, method, monkeypatch, tmp_pa
     assert callback.oracle.name == TASKS[task].oracle().name  # the YAML's oracle is the task's
     rows = assert_real_oracle_rows(task, tmp_path, BUDGET, spy)
     _check_schedule(method, rows)
-    _check_model(task, method, cli.model)
+    _check_model(task, method, cli.model, rows)
     if method == "ppo":
         # 2 optimizer steps an update, 2 updates an epoch (the YAML's limit_train_batches): the
         # budget is spent in epoch 1, and the run stops at the next update instead of going on
@@ -133,7 +143,7 @@ def test_module_and_callback_built_in_python(task, method, monkeypatch, tmp_path
     trainer = fit(model, [callback], tmp_path, epochs=epochs, steps=steps)
     rows = assert_real_oracle_rows(task, tmp_path, BUDGET, spy)
     _check_schedule(method, rows)
-    _check_model(task, method, model)
+    _check_model(task, method, model, rows)
     if method == "ppo":
         assert trainer.current_epoch <= 4 and len(callback.history) == 3
     else:
