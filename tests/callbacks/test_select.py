@@ -21,9 +21,8 @@ def gc(design: str) -> float:
     return (design.count("G") + design.count("C")) / len(design)
 
 
-def run(dhs: Path, tmp_path: Path, select_from: int):
-    """Two rounds (32 then 16 queries) of Greedy on GC content; every sampled design recorded."""
-    model, data = tiny_dna(dhs, "finetune")
+def record_samples(model) -> list[list[str]]:
+    """Wrap ``model.sample`` so that every draw's decoded designs are appended to the list."""
     sampled: list[list[str]] = []
     sample = model.sample
 
@@ -33,6 +32,13 @@ def run(dhs: Path, tmp_path: Path, select_from: int):
         return x
 
     model.sample = recording_sample
+    return sampled
+
+
+def run(dhs: Path, tmp_path: Path, select_from: int):
+    """Two rounds (32 then 16 queries) of Greedy on GC content; every sampled design recorded."""
+    model, data = tiny_dna(dhs, "finetune")
+    sampled = record_samples(model)
     exploration = OnlineExploration(
         FunctionOracle(gc),
         budget=48,
@@ -135,15 +141,7 @@ def test_with_the_screen_selection_pools_fitting_designs_before_it_picks(dhs_tab
     a first draw of 4 x 16 of which only part fits must be topped up before the pick."""
     model, data = tiny_dna(dhs_table, "finetune")
     oracle = GCIfPyrimidineStart()
-    sampled: list[list[str]] = []
-    sample = model.sample
-
-    def recording_sample(n, **kwargs):
-        x = sample(n, **kwargs)
-        sampled.append(model.decode(x))
-        return x
-
-    model.sample = recording_sample
+    sampled = record_samples(model)
     exploration = OnlineExploration(
         oracle,
         budget=48,
