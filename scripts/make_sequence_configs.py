@@ -75,8 +75,8 @@ TASKS = {
         # why: at kl_weight 0.1 every fine-tuned RNA generator loses the tRNA 3-mer spectrum
         # (final r ~0.11 against a bound of 0.47); weight 10 keeps it, and measuring the best of 16x
         # the round's quota of fitting samples (ranked by the method's acquisition value) is what
-        # then gains AUC (docs/sequences.md, "Session 14"). Fine-tuning methods only: guidance and
-        # PPO keep the shared settings.
+        # then gains AUC (docs/sequences_log.md, "Session 14"). Fine-tuning methods only:
+        # guidance and PPO keep the shared settings.
         "finetune": {"kl_weight": 10.0, "select_from": 16},
     },
     "protein": {

@@ -203,3 +203,30 @@ def test_a_measure_no_run_of_a_task_has_gets_no_column():
     molecules, dna = text.split("## hepg2_enhancer")
     assert "final_kmer_r" not in molecules and "n/a" not in molecules
     assert "final_kmer_r" in dna and "0.900 ± 0.000" in dna
+
+
+def test_seiko_rows_are_compared_with_each_baseline_paired_by_the_seeds_both_have():
+    bench = _benchmark()
+
+    def runs(*pairs):
+        return [{"seed": s, "auc_top10": v} for s, v in pairs]
+
+    results = {
+        "trna_structure": {
+            "seiko_bootstrap": runs((0, 0.50), (1, 0.60), (2, 0.40), (3, 0.55)),
+            "greedy": runs((0, 0.45), (1, 0.62), (2, 0.30)),  # no seed 3: compared on 0-2
+            "training_set": runs((0, 0.52), (1, 0.52), (2, float("nan")), (3, 0.52)),
+            "guidance": runs((0, 0.9)),  # not a baseline the acceptance names: no line
+        }
+    }
+    text = bench.paired(results)
+    lines = {
+        line.split("|")[2].strip(): line for line in text.splitlines() if "SEIKO-Bootstrap" in line
+    }
+    assert set(lines) == {"Greedy", "Training-set picks"}
+    # differences +0.05, -0.02, +0.10: mean +0.043, sample std 0.0603; ahead in 2 of 3
+    assert "| 3 | +0.043 ± 0.060 | 2 of 3 | +0.050 -0.020 +0.100 |" in lines["Greedy"]
+    # seed 2's NaN leaves seeds 0, 1, 3: -0.02, +0.08, +0.03
+    assert "| 3 | +0.030 ± 0.050 | 2 of 3 | -0.020 +0.080 +0.030 |" in lines["Training-set picks"]
+    assert "## trna_structure: auc_top10, SEIKO minus baseline, paired by seed" in text
+    assert bench.paired({"trna_structure": {"greedy": runs((0, 0.5))}}) == ""

@@ -160,7 +160,7 @@ class OnlineExploration(Callback):
             rejects (e.g. RNA drifting off the target's length) instead of never seeing it.
             They live in the callback's state (its checkpoint), not in the store: they were
             never measured. 0 (default): the reward model sees measured designs only. Measured
-            on the RNA task (docs/sequences.md, session 10): it slowed the generator's drift off
+            on the RNA task (docs/sequences_log.md, session 10): it slowed the generator's drift off
             the target length by about a round but did not stop it (the chain's truncated
             gradient does not reach the early steps that settle a sequence's length).
         select_from: from round 1 on, sample this many times the missing quota (after the
