@@ -87,7 +87,7 @@ def test_sequence_config_builds(config, monkeypatch, tmp_path):
         if method != "ppo":  # the reward ensemble reads the shipped pretrained features
             assert feedback.features is not None and feedback.features.num_features == 128
     # RNA's fine-tuning methods hold the tRNA spectrum with a strong KL and gain by selection;
-    # every other config keeps the shared settings (docs/sequences.md, "Session 14")
+    # every other config keeps the shared settings (docs/sequences_log.md, "Session 14")
     rna_finetune = domain == "rna" and method not in ("guidance", "ppo")
     assert cli.model.kl_weight == (10.0 if rna_finetune else 0.1)
     if method != "ppo":
